@@ -1,0 +1,34 @@
+// swift-tools-version:6.0
+// The CloudHSM SSL/TLS offload package: HSM nodes, their tools, the cluster client and
+// (later) the OpenSSL provider. No external dependencies: TLS, crypto and storage come
+// from the system's OpenSSL 3 and SQLite through the two C shim targets.
+import PackageDescription
+
+let package = Package(
+    name: "cloudhsm-offload",
+    products: [
+        .executable(name: "hsmd", targets: ["hsmd"]),
+        .executable(name: "key_mgmt_util", targets: ["key_mgmt_util"]),
+        .executable(name: "cloudhsm_mgmt_util", targets: ["cloudhsm_mgmt_util"]),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl"),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
+        // Shared vocabulary: return codes, key attributes, wire protocol, fake PEM codec.
+        .target(name: "CloudHSMCore"),
+        // Safe Swift over libcrypto/libssl: every OpenSSL pointer lives here.
+        .target(name: "OpenSSLKit", dependencies: ["COpenSSL", "CloudHSMCore"]),
+        // One emulated HSM: store, users, crypto, request handling, server.
+        .target(name: "HSMNode", dependencies: ["CloudHSMCore", "OpenSSLKit", "CSQLite"]),
+        .executableTarget(name: "hsmd", dependencies: ["HSMNode"]),
+        // The cluster client: synchronous, fork-aware, no Dispatch or Swift concurrency.
+        .target(name: "HSMClient", dependencies: ["CloudHSMCore", "OpenSSLKit"]),
+        .executableTarget(name: "key_mgmt_util", dependencies: ["HSMClient"]),
+        .executableTarget(name: "cloudhsm_mgmt_util", dependencies: ["HSMClient"]),
+        .testTarget(name: "CloudHSMCoreTests", dependencies: ["CloudHSMCore"]),
+        .testTarget(name: "OpenSSLKitTests", dependencies: ["OpenSSLKit"]),
+        .testTarget(name: "HSMNodeTests", dependencies: ["HSMNode"]),
+        .testTarget(name: "HSMClientTests", dependencies: ["HSMClient"]),
+    ],
+    swiftLanguageModes: [.v5]
+)
