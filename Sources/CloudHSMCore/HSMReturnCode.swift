@@ -28,6 +28,12 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
     public static let insufficientNodes = HSMReturnCode(rawValue: 0xbd)
     public static let keyAccessDenied = HSMReturnCode(rawValue: 0xc6)
     public static let internalError = HSMReturnCode(rawValue: 0xff)
+    // Raised by the client, never sent by a node: the node could not be asked.
+    public static let nodeUnreachable = HSMReturnCode(rawValue: 0xe0)
+    public static let tlsFailure = HSMReturnCode(rawValue: 0xe1)
+    public static let timedOut = HSMReturnCode(rawValue: 0xe2)
+    public static let connectionLost = HSMReturnCode(rawValue: 0xe3)
+    public static let noNodeAvailable = HSMReturnCode(rawValue: 0xe4)
 
     public var isSuccess: Bool { self == .success }
 
@@ -56,6 +62,11 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
         case .insufficientNodes: return "Key could not be stored on enough HSMs"
         case .keyAccessDenied: return "Key access denied: the key belongs to another user"
         case .internalError: return "Internal HSM error"
+        case .nodeUnreachable: return "HSM node unreachable (connection refused or no route)"
+        case .tlsFailure: return "TLS handshake with the HSM failed (is its certificate signed by the trust anchor?)"
+        case .timedOut: return "HSM did not answer in time"
+        case .connectionLost: return "Connection to the HSM was lost"
+        case .noNodeAvailable: return "No HSM in the cluster could serve the request"
         default: return "Unknown HSM return code"
         }
     }
