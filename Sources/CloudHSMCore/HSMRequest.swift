@@ -27,7 +27,8 @@ public enum HSMRequest: Equatable, Sendable {
     case login(role: UserRole, user: String, password: String)
     case logout
     case generateSymmetricKey(keyType: KeyType, byteCount: UInt32, label: String, isSession: Bool, isExtractable: Bool)
-    case generateRSAKeyPair(modulusBits: UInt32, publicExponent: UInt64, label: String, isSession: Bool, isExtractable: Bool)
+    case generateRSAKeyPair(
+        modulusBits: UInt32, publicExponent: UInt64, label: String, isSession: Bool, isExtractable: Bool)
     /// Plaintext key (PKCS#8 or PKCS#1 DER) sent over the TLS channel for the HSM to wrap
     /// under `wrappingKey` (RFC 5649); the node never stores or logs it.
     case wrapHostKey(wrappingKey: KeyHandle, keyData: [UInt8])
@@ -172,7 +173,8 @@ public enum HSMRequest: Equatable, Sendable {
                 isExtractable: try r.readBool("extractable flag"))
         case .wrapHostKey:
             request = .wrapHostKey(
-                wrappingKey: try r.readUInt64("wrapping key handle"), keyData: try r.readBytes("key data", maximum: 65536))
+                wrappingKey: try r.readUInt64("wrapping key handle"),
+                keyData: try r.readBytes("key data", maximum: 65536))
         case .unwrapKey:
             request = .unwrapKey(
                 wrappingKey: try r.readUInt64("wrapping key handle"),
@@ -180,7 +182,8 @@ public enum HSMRequest: Equatable, Sendable {
                 label: try r.readString("label", maximum: 256), isSession: try r.readBool("session flag"),
                 isExtractable: try r.readBool("extractable flag"))
         case .wrapKey:
-            request = .wrapKey(key: try r.readUInt64("key handle"), wrappingKey: try r.readUInt64("wrapping key handle"))
+            request = .wrapKey(
+                key: try r.readUInt64("key handle"), wrappingKey: try r.readUInt64("wrapping key handle"))
         case .findKeys:
             let keyClass = try r.readOptional("key class") { try $0.readEnum(KeyClass.self, "key class") }
             let keyType = try r.readOptional("key type") { try $0.readEnum(KeyType.self, "key type") }
@@ -206,7 +209,8 @@ public enum HSMRequest: Equatable, Sendable {
         case .deleteUser: request = .deleteUser(name: try r.readString("user name", maximum: 64))
         case .changePassword:
             request = .changePassword(
-                name: try r.readString("user name", maximum: 64), newPassword: try r.readString("password", maximum: 256))
+                name: try r.readString("user name", maximum: 64),
+                newPassword: try r.readString("password", maximum: 256))
         }
         try r.finish()
         return request

@@ -100,7 +100,8 @@ public struct HSMResponse: Equatable, Sendable {
         case .generateSymmetricKey, .unwrapKey:
             body = .handle(try r.readUInt64("key handle"))
         case .generateRSAKeyPair:
-            body = .keyPair(publicKey: try r.readUInt64("public key handle"), privateKey: try r.readUInt64("private key handle"))
+            body = .keyPair(
+                publicKey: try r.readUInt64("public key handle"), privateKey: try r.readUInt64("private key handle"))
         case .wrapHostKey, .wrapKey, .exportPublicKey, .sign, .decrypt, .generateRandom:
             body = .bytes(try r.readBytes("result"))
         case .findKeys:
@@ -121,7 +122,8 @@ public struct HSMResponse: Equatable, Sendable {
                     nodeId: try r.readUInt32("node id"), clusterId: try r.readString("cluster id"),
                     version: try r.readString("version"), tokenKeyCount: try r.readUInt64("token key count"),
                     sessionKeyCount: try r.readUInt64("session key count"),
-                    signOperations: try r.readUInt64("sign count"), decryptOperations: try r.readUInt64("decrypt count"),
+                    signOperations: try r.readUInt64("sign count"),
+                    decryptOperations: try r.readUInt64("decrypt count"),
                     userCount: try r.readUInt32("user count")))
         case .listUsers:
             let count = Int(try r.readUInt32("user count"))

@@ -35,7 +35,8 @@ public struct KeyReference: Equatable, Sendable {
             lines.append(rest.prefix(64))
             rest = rest.dropFirst(64)
         }
-        return "-----BEGIN \(Self.pemLabel)-----\n" + lines.joined(separator: "\n") + "\n-----END \(Self.pemLabel)-----\n"
+        return "-----BEGIN \(Self.pemLabel)-----\n" + lines.joined(separator: "\n")
+            + "\n-----END \(Self.pemLabel)-----\n"
     }
 
     public init(der: [UInt8]) throws {
@@ -44,7 +45,9 @@ public struct KeyReference: Equatable, Sendable {
             var fields = try outer.readSequence("key reference")
             guard outer.isAtEnd else { throw DERError(reason: "bytes after the key reference") }
             let version = try fields.readUnsignedInteger("version")
-            guard version == Self.version else { throw DERError(reason: "unsupported key reference version \(version)") }
+            guard version == Self.version else {
+                throw DERError(reason: "unsupported key reference version \(version)")
+            }
             clusterID = try fields.readUTF8String("cluster id")
             handle = try fields.readUnsignedInteger("key handle")
             publicKeyInfo = try fields.readRawSequence("public key")
