@@ -1,0 +1,90 @@
+# Build, run and test the emulated CloudHSM cluster from the outside.
+# `make help` lists the targets. GNU make; bash for recipes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# The Swift toolchain lives in /opt/swift/usr/bin on the build machines; CI may not
+# have it on PATH.
+SWIFT_TOOLCHAIN ?= /opt/swift/usr/bin
+ifeq ($(shell command -v swift 2>/dev/null),)
+export PATH := $(SWIFT_TOOLCHAIN):$(PATH)
+endif
+
+SWIFT ?= swift
+# Extra flags for every `swift build`/`swift test`, e.g. SWIFT_FLAGS="--scratch-path .build-x".
+SWIFT_FLAGS ?=
+PYTHON ?= python3
+PYTEST_FLAGS ?= -v
+
+# The build's bin directory, computed once and only when a recipe needs it.
+BIN = $(eval BIN := $$(shell $(SWIFT) build $(SWIFT_FLAGS) --show-bin-path))$(BIN)
+# Stable place the scripts look at first: build/bin -> the build's bin directory.
+BIN_LINK := build/bin
+
+CLUSTER_DIR ?= .cluster
+CLUSTER_PORTS ?= 2223 2224 2225
+DEMO_DIR ?= .demo
+export CLUSTER_DIR CLUSTER_PORTS
+
+APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev openssl curl nginx
+
+.PHONY: help deps build cluster stop-cluster status demo test swift-test pytest clean
+
+help: ## Show this list
+	@echo "Targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: CLUSTER_DIR=$(CLUSTER_DIR) CLUSTER_PORTS=\"$(CLUSTER_PORTS)\" SWIFT_FLAGS=\"$(SWIFT_FLAGS)\""
+
+deps: ## Install missing system packages (apt) and Python test modules (pip); quiet when all present
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if ! $(PYTHON) -m pip --version >/dev/null 2>&1; then missing="$$missing python3-pip"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@if ! $(PYTHON) -c 'import pytest, cryptography' >/dev/null 2>&1; then \
+	  echo "deps: installing Python test modules (requirements-test.txt)"; \
+	  $(PYTHON) -m pip install -q -r requirements-test.txt 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --break-system-packages -r requirements-test.txt; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "deps: no swift on PATH (looked in $(SWIFT_TOOLCHAIN) too)" >&2; exit 1; }
+
+build: ## swift build (debug) and link its bin directory at build/bin
+	$(SWIFT) build $(SWIFT_FLAGS)
+	@mkdir -p $(dir $(BIN_LINK))
+	@ln -sfn "$(BIN)" $(BIN_LINK)
+	@echo "executables: $(BIN_LINK) -> $(BIN)"
+
+cluster: build ## Start the 3-node dev cluster in $(CLUSTER_DIR) (ports $(CLUSTER_PORTS)); then `. $(CLUSTER_DIR)/env`
+	BIN_DIR="$(BIN)" scripts/cluster.sh start
+
+stop-cluster: ## Stop the dev cluster's nodes
+	scripts/cluster.sh stop
+
+status: ## Show whether each dev cluster node runs
+	scripts/cluster.sh status
+
+demo: cluster ## Build, start the cluster and run the walkthrough's import steps (re-runnable)
+	BIN_DIR="$(BIN)" DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh
+
+test: deps build swift-test pytest ## deps + build + swift test + the pytest integration suite
+
+swift-test: ## Only the Swift unit tests
+	$(SWIFT) test $(SWIFT_FLAGS)
+
+pytest: ## Only the pytest integration suite (needs `make build` first)
+	BIN_DIR="$(BIN)" $(PYTHON) -m pytest $(PYTEST_FLAGS) tests/
+
+clean: ## Stop the dev cluster and remove build output, cluster and demo state
+	-scripts/cluster.sh stop
+	rm -rf "$(CLUSTER_DIR)" "$(DEMO_DIR)" build .pytest_cache tests/__pycache__
+	$(SWIFT) package clean $(SWIFT_FLAGS)

@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# Runs a local emulated CloudHSM cluster: one hsmd process per node on loopback.
+#
+#   scripts/cluster.sh start    create what is missing (CA, node certificates, node data,
+#                               cluster.cfg, crypto user) and start nodes that are not running
+#   scripts/cluster.sh stop     stop every node (TERM, then KILL after STOP_TIMEOUT seconds)
+#   scripts/cluster.sh status   one line per node; exit status 3 when any node is down
+#
+# Environment:
+#   CLUSTER_DIR     state directory (default .cluster)
+#   CLUSTER_PORTS   one loopback port per node (default "2223 2224 2225"); only used when
+#                   the cluster is created, afterwards cluster.cfg is the source of truth
+#   CLUSTER_ID      cluster id given to `hsmd init` (default local-dev)
+#   BIN_DIR         directory holding hsmd, key_mgmt_util, cloudhsm_mgmt_util; else
+#                   build/bin, else `swift build --show-bin-path`
+#   HSMD, KMU, CMU  paths of the single executables (override BIN_DIR)
+#   START_TIMEOUT   seconds to wait for a node's "listening on" line (default 30)
+#   STOP_TIMEOUT    seconds between TERM and KILL (default 10)
+#   CRYPTO_USER     name of the crypto user created on first start (default crypto_user)
+#
+# After `start`, `. $CLUSTER_DIR/env` puts the tools on PATH and sets CLOUDHSM_CONFIG and
+# n3fips_password for key_mgmt_util.
+set -euo pipefail
+
+readonly SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
+
+CLUSTER_DIR="${CLUSTER_DIR:-.cluster}"
+mkdir -p "$CLUSTER_DIR"
+CLUSTER_DIR="$(cd "$CLUSTER_DIR" && pwd)"
+readonly CLUSTER_DIR
+readonly CLUSTER_ID="${CLUSTER_ID:-local-dev}"
+readonly START_TIMEOUT="${START_TIMEOUT:-30}"
+readonly STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
+readonly CRYPTO_USER="${CRYPTO_USER:-crypto_user}"
+readonly CFG="$CLUSTER_DIR/cluster.cfg"
+readonly CA_KEY="$CLUSTER_DIR/customerCA.key"
+readonly CA_CRT="$CLUSTER_DIR/customerCA.crt"
+readonly CO_PASSWORD_FILE="$CLUSTER_DIR/co_password"
+readonly CU_PASSWORD_FILE="$CLUSTER_DIR/crypto_user_password"
+readonly ENV_FILE="$CLUSTER_DIR/env"
+
+log() { printf 'cluster: %s\n' "$*"; }
+die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+# ---------------------------------------------------------------------------- binaries
+
+find_binaries() {
+    if [[ -z "${BIN_DIR:-}" ]]; then
+        if [[ -x "$REPO_DIR/build/bin/hsmd" ]]; then
+            BIN_DIR="$REPO_DIR/build/bin"
+        else
+            command -v swift >/dev/null || PATH="/opt/swift/usr/bin:$PATH"
+            BIN_DIR="$(cd "$REPO_DIR" && swift build --show-bin-path)"
+        fi
+    fi
+    BIN_DIR="$(cd "$BIN_DIR" && pwd)"
+    HSMD="${HSMD:-$BIN_DIR/hsmd}"
+    KMU="${KMU:-$BIN_DIR/key_mgmt_util}"
+    CMU="${CMU:-$BIN_DIR/cloudhsm_mgmt_util}"
+    local b
+    for b in "$HSMD" "$KMU" "$CMU"; do
+        [[ -x "$b" ]] || die "$b is not an executable (run \`make build\`, or set BIN_DIR)"
+    done
+}
+
+# ---------------------------------------------------------------------------- nodes
+
+# Ports: from cluster.cfg once it exists, else from CLUSTER_PORTS.
+load_ports() {
+    PORTS=()
+    if [[ -f "$CFG" ]]; then
+        local line
+        while read -r line; do
+            PORTS+=("${line##*:}")
+        done < <(grep -E '^[[:space:]]*node[[:space:]]*=' "$CFG" | sort -t= -k2 -n)
+        [[ ${#PORTS[@]} -gt 0 ]] || die "$CFG names no nodes"
+        if [[ -n "${CLUSTER_PORTS:-}" && "$(echo $CLUSTER_PORTS)" != "${PORTS[*]}" ]]; then
+            log "note: CLUSTER_PORTS=\"$CLUSTER_PORTS\" ignored; $CFG uses \"${PORTS[*]}\" (remove $CLUSTER_DIR to change)"
+        fi
+    else
+        read -r -a PORTS <<<"${CLUSTER_PORTS:-2223 2224 2225}"
+        [[ ${#PORTS[@]} -ge 1 && ${#PORTS[@]} -le 16 ]] || die "CLUSTER_PORTS must name 1 to 16 ports"
+        local p
+        for p in "${PORTS[@]}"; do
+            [[ "$p" =~ ^[0-9]+$ && "$p" -ge 1 && "$p" -le 65535 ]] || die "bad port '$p' in CLUSTER_PORTS"
+        done
+    fi
+}
+
+pid_file() { echo "$CLUSTER_DIR/node$1.pid"; }
+log_file() { echo "$CLUSTER_DIR/node$1.log"; }
+
+# Prints the node's pid when it runs hsmd (a zombie or a recycled pid does not count).
+node_pid() {
+    local f pid state
+    f="$(pid_file "$1")"
+    [[ -f "$f" ]] || return 1
+    pid="$(<"$f")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/stat" ]] || return 1
+    # Field 3 of /proc/PID/stat is the state; the command name before it may hold spaces.
+    state="$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)"
+    [[ "$state" != Z && "$state" != X ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == hsmd ]] || return 1
+    echo "$pid"
+}
+
+# ---------------------------------------------------------------------------- PKI
+
+openssl_quiet() {
+    local out
+    if ! out="$(openssl "$@" 2>&1)"; then
+        printf '%s\n' "$out" >&2
+        die "openssl $1 failed"
+    fi
+}
+
+make_ca() {
+    [[ -f "$CA_KEY" && -f "$CA_CRT" ]] && return 0
+    log "creating the cluster CA ($CA_CRT, RSA 2048, 10 years)"
+    local cnf="$CLUSTER_DIR/pki/ca.cnf"
+    mkdir -p "$CLUSTER_DIR/pki"
+    cat >"$cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+O = CloudHSM offload (local dev)
+CN = customerCA local-dev
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+    (umask 077 && openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$CA_KEY.tmp")
+    openssl_quiet req -new -x509 -config "$cnf" -key "$CA_KEY.tmp" -days 3650 -sha256 -out "$CA_CRT.tmp"
+    mv "$CA_KEY.tmp" "$CA_KEY"
+    mv "$CA_CRT.tmp" "$CA_CRT"
+}
+
+make_node_cert() {
+    local n=$1 key="$CLUSTER_DIR/node$1.key" crt="$CLUSTER_DIR/node$1.crt"
+    [[ -f "$key" && -f "$crt" ]] && return 0
+    log "creating node $n's key and certificate (CN hsm-node-$n, signed by the CA)"
+    local ext="$CLUSTER_DIR/pki/node$n.ext"
+    cat >"$ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    (umask 077 && openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key.tmp")
+    openssl_quiet req -new -key "$key.tmp" -subj "/O=CloudHSM offload (local dev)/CN=hsm-node-$n" \
+        -out "$CLUSTER_DIR/pki/node$n.csr"
+    openssl_quiet x509 -req -in "$CLUSTER_DIR/pki/node$n.csr" -CA "$CA_CRT" -CAkey "$CA_KEY" \
+        -CAcreateserial -CAserial "$CLUSTER_DIR/pki/ca.srl" -days 3650 -sha256 -extfile "$ext" -out "$crt.tmp"
+    mv "$key.tmp" "$key"
+    mv "$crt.tmp" "$crt"
+}
+
+# ---------------------------------------------------------------------------- set-up
+
+random_password() { openssl rand -hex 12; }
+
+init_nodes() {
+    if [[ ! -s "$CO_PASSWORD_FILE" ]]; then
+        (umask 077 && random_password >"$CO_PASSWORD_FILE")
+    fi
+    chmod 600 "$CO_PASSWORD_FILE"
+    local co_pw n out
+    co_pw="$(<"$CO_PASSWORD_FILE")"
+    for n in "${!PORTS[@]}"; do
+        [[ -f "$CLUSTER_DIR/node$n/master.key" ]] && continue
+        [[ -e "$CLUSTER_DIR/node$n" ]] &&
+            die "$CLUSTER_DIR/node$n exists but has no master.key: a failed init? remove it and start again"
+        log "initialising node $n (hsmd init, data in $CLUSTER_DIR/node$n)"
+        if ! out="$("$HSMD" init --data-dir "$CLUSTER_DIR/node$n" --node-id "$n" \
+            --cluster-id "$CLUSTER_ID" --co-password "$co_pw" 2>&1)"; then
+            printf '%s\n' "$out" >&2
+            die "hsmd init failed for node $n"
+        fi
+    done
+}
+
+write_config() {
+    [[ -f "$CFG" ]] && return 0
+    log "writing $CFG"
+    {
+        echo "# Local dev cluster written by scripts/cluster.sh. Relative paths are relative to this file."
+        echo "cluster_id = $CLUSTER_ID"
+        echo "trust_anchor = customerCA.crt"
+        local n
+        for n in "${!PORTS[@]}"; do
+            echo "node = $n 127.0.0.1:${PORTS[$n]}"
+        done
+        echo "connect_timeout_ms = 3000"
+        echo "operation_timeout_ms = 15000"
+    } >"$CFG.tmp"
+    mv "$CFG.tmp" "$CFG"
+}
+
+start_node() {
+    local n=$1 port=${PORTS[$1]} logf pidf offset pid
+    logf="$(log_file "$n")"
+    pidf="$(pid_file "$n")"
+    printf -- '--- %s: starting hsmd node %s on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$n" "$port" >>"$logf"
+    offset=$(($(stat -c %s "$logf") + 1))
+    # setsid + nohup: the node outlives make and the terminal; stdin from /dev/null.
+    setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "127.0.0.1:$port" \
+        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" \
+        </dev/null >>"$logf" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pidf"
+    STARTED+=("$n:$pid:$offset")
+}
+
+wait_for_node() {
+    local n=$1 pid=$2 offset=$3 logf deadline
+    logf="$(log_file "$n")"
+    deadline=$((SECONDS + START_TIMEOUT))
+    while :; do
+        if tail -c "+$offset" "$logf" | grep -q "hsmd node $n listening on"; then
+            log "node $n is listening on 127.0.0.1:${PORTS[$n]} (pid $pid, log $logf)"
+            return 0
+        fi
+        if ! node_pid "$n" >/dev/null; then
+            rm -f "$(pid_file "$n")"
+            printf 'cluster: node %s exited during start-up; last lines of %s:\n' "$n" "$logf" >&2
+            tail -n 20 "$logf" | sed 's/^/    /' >&2
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            printf 'cluster: node %s did not print "hsmd node %s listening on" within %ss; last lines of %s:\n' \
+                "$n" "$n" "$START_TIMEOUT" "$logf" >&2
+            tail -n 20 "$logf" | sed 's/^/    /' >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+create_crypto_user() {
+    [[ -s "$CU_PASSWORD_FILE" ]] && return 0
+    local co_pw cu_pw out count=${#PORTS[@]} ok
+    co_pw="$(<"$CO_PASSWORD_FILE")"
+    cu_pw="$(random_password)"
+    log "creating crypto user $CRYPTO_USER with cloudhsm_mgmt_util"
+    out="$(printf 'loginHSM CO admin %s\ncreateUser CU %s %s\nlogoutHSM\nquit\n' "$co_pw" "$CRYPTO_USER" "$cu_pw" |
+        CLOUDHSM_CONFIG="$CFG" "$CMU" 2>&1)" || true
+    ok=1
+    [[ "$(grep -c 'loginHSM success on server' <<<"$out" || true)" -eq "$count" ]] || ok=0
+    [[ "$(grep -c 'createUser success on server' <<<"$out" || true)" -eq "$count" ]] || ok=0
+    if [[ $ok -ne 1 ]]; then
+        printf '%s\n' "$out" | sed "s/$co_pw/<co password>/g; s/$cu_pw/<cu password>/g; s/^/    /" >&2
+        die "creating the crypto user did not succeed on all $count nodes (output above)"
+    fi
+    (umask 077 && echo "$cu_pw" >"$CU_PASSWORD_FILE")
+}
+
+write_env() {
+    local cu_pw
+    cu_pw="$(<"$CU_PASSWORD_FILE")"
+    (
+        umask 077
+        {
+            echo "# Source me: . $ENV_FILE"
+            printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
+            printf 'export CLOUDHSM_CONFIG=%q\n' "$CFG"
+            printf 'export n3fips_password=%q\n' "$CRYPTO_USER:$cu_pw"
+            printf 'export CLOUDHSM_CU_USER=%q\n' "$CRYPTO_USER"
+            printf 'export CLOUDHSM_CU_PASSWORD=%q\n' "$cu_pw"
+        } >"$ENV_FILE.tmp"
+    )
+    mv "$ENV_FILE.tmp" "$ENV_FILE"
+}
+
+# ---------------------------------------------------------------------------- commands
+
+cmd_start() {
+    find_binaries
+    command -v openssl >/dev/null || die "openssl is not installed (make deps)"
+    load_ports
+    make_ca
+    local n
+    for n in "${!PORTS[@]}"; do make_node_cert "$n"; done
+    init_nodes
+    write_config
+
+    STARTED=()
+    for n in "${!PORTS[@]}"; do
+        if pid="$(node_pid "$n")"; then
+            log "node $n already running (pid $pid)"
+        else
+            start_node "$n"
+        fi
+    done
+    local entry failed=0
+    for entry in "${STARTED[@]+"${STARTED[@]}"}"; do
+        IFS=: read -r n pid offset <<<"$entry"
+        wait_for_node "$n" "$pid" "$offset" || failed=1
+    done
+    [[ $failed -eq 0 ]] || die "some nodes did not start (see above); \`$0 stop\` stops the others"
+
+    create_crypto_user
+    write_env
+    log "cluster ready: ${#PORTS[@]} nodes; use it with:  . $ENV_FILE"
+}
+
+cmd_stop() {
+    local f n pid deadline pending=()
+    shopt -s nullglob
+    for f in "$CLUSTER_DIR"/node*.pid; do
+        n="${f##*/node}"
+        n="${n%.pid}"
+        if pid="$(node_pid "$n")"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            pending+=("$n:$pid")
+        else
+            rm -f "$f"
+        fi
+    done
+    deadline=$((SECONDS + STOP_TIMEOUT))
+    local entry
+    for entry in "${pending[@]+"${pending[@]}"}"; do
+        IFS=: read -r n pid <<<"$entry"
+        while node_pid "$n" >/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        if node_pid "$n" >/dev/null; then
+            log "node $n (pid $pid) ignored TERM for ${STOP_TIMEOUT}s; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$(pid_file "$n")"
+        log "node $n stopped"
+    done
+    [[ ${#pending[@]} -gt 0 ]] || log "no node was running"
+}
+
+cmd_status() {
+    load_ports
+    local n pid down=0
+    for n in "${!PORTS[@]}"; do
+        if pid="$(node_pid "$n")"; then
+            echo "node $n 127.0.0.1:${PORTS[$n]} running (pid $pid)"
+        else
+            echo "node $n 127.0.0.1:${PORTS[$n]} stopped"
+            down=1
+        fi
+    done
+    [[ $down -eq 0 ]] || return 3
+}
+
+case "${1:-}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+*) usage ;;
+esac
