@@ -35,4 +35,5 @@ static inline long cshim_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
 static inline int cshim_BIO_get_mem_data(BIO *bio, char **data) {
     return (int)BIO_get_mem_data(bio, data);
 }
+static inline uint64_t cshim_SSL_OP_IGNORE_UNEXPECTED_EOF(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
 #endif

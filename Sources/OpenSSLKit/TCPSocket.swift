@@ -1,0 +1,204 @@
+// Blocking TCP sockets for the node server and the cluster client: connect with a
+// timeout, TCP_NODELAY on both ends (Nagle plus delayed ACKs would add tens of
+// milliseconds to every small request/response), close-on-exec, EINTR retried.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+public enum SocketError: Error, CustomStringConvertible, Sendable {
+    case addressNotResolved(String)
+    case connectionRefused(String)
+    case timedOut(String)
+    case system(String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .addressNotResolved(let what): return "cannot resolve \(what)"
+        case .connectionRefused(let what): return "\(what): Connection refused"
+        case .timedOut(let what): return "\(what): timed out"
+        case .system(let what, let code): return "\(what): \(String(cString: strerror(code)))"
+        }
+    }
+}
+
+/// An open TCP socket; closed on `close()` or when released.
+public final class TCPSocket {
+    public let descriptor: Int32
+    private var isClosed = false
+
+    init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    deinit { close() }
+
+    /// Connects to `host:port`, trying each resolved address, within `timeoutMilliseconds`.
+    public static func connect(host: String, port: UInt16, timeoutMilliseconds: Int) throws -> TCPSocket {
+        let target = "connect to \(host):\(port)"
+        var lastError: SocketError = .addressNotResolved("\(host):\(port)")
+        for address in try resolve(host: host, port: port, passive: false) {
+            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else {
+                lastError = .system("socket", errno: errno)
+                continue
+            }
+            let socket = TCPSocket(descriptor: fd)
+            do {
+                try socket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds, describedAs: target)
+                socket.setNoDelay()
+                return socket
+            } catch let error as SocketError {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    private func connect(to address: ResolvedAddress, timeoutMilliseconds: Int, describedAs target: String) throws {
+        let flags = fcntl(descriptor, F_GETFL)
+        _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
+        defer { _ = fcntl(descriptor, F_SETFL, flags) }
+        let result = address.storage.withUnsafeBytes { raw in
+            Glibc.connect(descriptor, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), address.length)
+        }
+        if result == 0 { return }
+        let code = errno
+        guard code == EINPROGRESS || code == EINTR else { throw Self.connectError(code, target) }
+        var pollDescriptor = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+        var remaining = timeoutMilliseconds
+        while true {
+            let started = monotonicMilliseconds()
+            let ready = poll(&pollDescriptor, 1, Int32(clamping: remaining))
+            if ready > 0 { break }
+            if ready == 0 { throw SocketError.timedOut(target) }
+            guard errno == EINTR else { throw SocketError.system(target, errno: errno) }
+            remaining -= monotonicMilliseconds() - started
+            if remaining <= 0 { throw SocketError.timedOut(target) }
+        }
+        var socketError: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &socketError, &length)
+        if socketError != 0 { throw Self.connectError(socketError, target) }
+    }
+
+    private static func connectError(_ code: Int32, _ target: String) -> SocketError {
+        code == ECONNREFUSED ? .connectionRefused(target) : .system(target, errno: code)
+    }
+
+    func setNoDelay() {
+        var one: Int32 = 1
+        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Sets the receive and send timeouts; 0 means wait forever.
+    public func setTimeout(milliseconds: Int) {
+        var value = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        _ = Glibc.close(descriptor)
+    }
+}
+
+/// A listening TCP socket.
+public final class TCPListener {
+    public let descriptor: Int32
+    /// The bound port (the one the kernel picked when asked for port 0).
+    public let port: UInt16
+    private var isClosed = false
+
+    public init(host: String, port: UInt16, backlog: Int32 = 128) throws {
+        let what = "listen on \(host):\(port)"
+        guard let address = try resolve(host: host, port: port, passive: true).first else {
+            throw SocketError.addressNotResolved(host)
+        }
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError.system(what, errno: errno) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = address.storage.withUnsafeBytes { raw in
+            bind(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), address.length)
+        }
+        guard bound == 0, listen(fd, backlog) == 0 else {
+            let code = errno
+            _ = Glibc.close(fd)
+            throw SocketError.system(what, errno: code)
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        withUnsafeMutableBytes(of: &storage) { raw in
+            _ = getsockname(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+        }
+        self.descriptor = fd
+        self.port = withUnsafeBytes(of: storage) { raw in
+            // sin_port and sin6_port sit at the same offset, in network byte order.
+            UInt16(bigEndian: raw.load(fromByteOffset: 2, as: UInt16.self))
+        }
+    }
+
+    deinit { close() }
+
+    /// Waits for the next connection; retries on EINTR.
+    public func accept() throws -> TCPSocket {
+        while true {
+            let fd = Glibc.accept(descriptor, nil, nil)
+            if fd >= 0 {
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                let socket = TCPSocket(descriptor: fd)
+                socket.setNoDelay()
+                return socket
+            }
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            throw SocketError.system("accept", errno: errno)
+        }
+    }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        shutdown(descriptor, Int32(SHUT_RDWR))
+        _ = Glibc.close(descriptor)
+    }
+}
+
+struct ResolvedAddress {
+    var family: Int32
+    var storage: [UInt8]
+    var length: socklen_t
+}
+
+func resolve(host: String, port: UInt16, passive: Bool) throws -> [ResolvedAddress] {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    hints.ai_family = AF_UNSPEC
+    if passive { hints.ai_flags = AI_PASSIVE }
+    var list: UnsafeMutablePointer<addrinfo>?
+    let status = getaddrinfo(host, String(port), &hints, &list)
+    guard status == 0, let first = list else {
+        throw SocketError.addressNotResolved("\(host):\(port) (\(String(cString: gai_strerror(status))))")
+    }
+    defer { freeaddrinfo(list) }
+    var addresses: [ResolvedAddress] = []
+    var entry: UnsafeMutablePointer<addrinfo>? = first
+    while let current = entry {
+        if let address = current.pointee.ai_addr {
+            let bytes = UnsafeRawBufferPointer(start: address, count: Int(current.pointee.ai_addrlen))
+            addresses.append(
+                ResolvedAddress(
+                    family: current.pointee.ai_family, storage: Array(bytes), length: current.pointee.ai_addrlen))
+        }
+        entry = current.pointee.ai_next
+    }
+    return addresses
+}
+
+func monotonicMilliseconds() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+}

@@ -1,0 +1,171 @@
+// TLS between a real listener and a real client on loopback: frames cross intact, an
+// untrusted or misnamed certificate is refused, a refused port is reported as such.
+
+import CloudHSMCore
+import Foundation
+import XCTest
+
+@testable import OpenSSLKit
+
+final class TLSConnectionTests: XCTestCase {
+    private var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try makeCertificateAuthority(named: "ca")
+        try makeCertificateAuthority(named: "otherca")
+        try makeLeaf(named: "node", signedBy: "ca", subjectAltName: "IP:127.0.0.1,DNS:localhost")
+        try makeLeaf(named: "elsewhere", signedBy: "ca", subjectAltName: "IP:127.0.0.2,DNS:elsewhere.example")
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func testFramesRoundTripOverTLS13() throws {
+        let context = try CryptoContext()
+        let server = try serverContext(context)
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let echo = Thread {
+            guard let socket = try? listener.accept(),
+                let connection = try? TLSConnection.accept(socket, context: server, timeoutMilliseconds: 5000)
+            else { return }
+            while let frame = try? connection.readFrame() {
+                var reply = frame
+                reply.operation |= Frame.responseBit
+                try? connection.writeFrame(reply)
+            }
+            connection.close()
+        }
+        echo.start()
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        let connection = try TLSConnection.connect(
+            host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        for size in [0, 1, 1000, 100_000] {
+            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0) }
+            try connection.writeFrame(Frame(operation: 0x0c, requestID: UInt32(size), payload: payload))
+            let reply = try connection.readFrame()
+            XCTAssertEqual(reply, Frame(operation: 0x8c, requestID: UInt32(size), payload: payload))
+        }
+        connection.close()
+        listener.close()
+    }
+
+    func testClientRefusesCertificateFromAnotherAuthority() throws {
+        let context = try CryptoContext()
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let done = try serveOneHandshake(listener, context: context, certificate: "node")
+        let client = try TLSContext.client(trustAnchorPath: path("otherca.crt"), context: context)
+        XCTAssertThrowsError(
+            try TLSConnection.connect(
+                host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        ) { error in
+            guard case TLSError.certificateNotTrusted = error else { return XCTFail("got \(error)") }
+        }
+        done.wait()
+    }
+
+    func testClientRefusesCertificateForAnotherName() throws {
+        let context = try CryptoContext()
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let done = try serveOneHandshake(listener, context: context, certificate: "elsewhere")
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        // The certificate chains to the trusted CA but names 127.0.0.2, not 127.0.0.1.
+        XCTAssertThrowsError(
+            try TLSConnection.connect(
+                host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        ) { error in
+            guard case TLSError.certificateNotTrusted = error else { return XCTFail("got \(error)") }
+        }
+        done.wait()
+    }
+
+    func testRefusedPortIsReportedAsRefused() throws {
+        let context = try CryptoContext()
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let port = listener.port
+        listener.close()
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        XCTAssertThrowsError(
+            try TLSConnection.connect(host: "127.0.0.1", port: port, context: client, timeoutMilliseconds: 2000)
+        ) { error in
+            guard case TLSError.connectionRefused = error else { return XCTFail("got \(error)") }
+        }
+    }
+
+    func testReadAfterPeerCloseReportsClosed() throws {
+        let context = try CryptoContext()
+        let server = try serverContext(context)
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let closer = Thread {
+            guard let socket = try? listener.accept(),
+                let connection = try? TLSConnection.accept(socket, context: server, timeoutMilliseconds: 5000)
+            else { return }
+            connection.close()
+        }
+        closer.start()
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        let connection = try TLSConnection.connect(
+            host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        XCTAssertThrowsError(try connection.readFrame()) { error in
+            guard case TLSError.closed = error else { return XCTFail("got \(error)") }
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func serverContext(_ context: CryptoContext, certificate: String = "node") throws -> TLSContext {
+        try TLSContext.server(
+            certificatePath: path("\(certificate).crt"), privateKeyPath: path("\(certificate).key"),
+            trustAnchorPath: nil, requireClientCertificate: false, context: context)
+    }
+
+    /// Accepts one connection and attempts a handshake; the semaphore signals when done.
+    private func serveOneHandshake(_ listener: TCPListener, context: CryptoContext, certificate: String) throws
+        -> DispatchSemaphore
+    {
+        let server = try serverContext(context, certificate: certificate)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { done.signal() }
+            guard let socket = try? listener.accept() else { return }
+            let connection = try? TLSConnection.accept(socket, context: server, timeoutMilliseconds: 5000)
+            connection?.close()
+        }
+        thread.start()
+        return done
+    }
+
+    private func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+    private func makeCertificateAuthority(named name: String) throws {
+        try openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=\(name)", "-keyout", path("\(name).key"), "-out", path("\(name).crt"),
+        ])
+    }
+
+    private func makeLeaf(named name: String, signedBy ca: String, subjectAltName: String) throws {
+        try openssl([
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=\(name)",
+            "-keyout", path("\(name).key"), "-out", path("\(name).csr"),
+        ])
+        try "subjectAltName=\(subjectAltName)\n".write(toFile: path("\(name).ext"), atomically: true, encoding: .utf8)
+        try openssl([
+            "x509", "-req", "-in", path("\(name).csr"), "-CA", path("\(ca).crt"), "-CAkey", path("\(ca).key"),
+            "-CAcreateserial", "-days", "2", "-extfile", path("\(name).ext"), "-out", path("\(name).crt"),
+        ])
+    }
+
+    private func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "openssl \(arguments.joined(separator: " "))")
+    }
+}
