@@ -12,6 +12,10 @@ public final class CryptoContext: @unchecked Sendable {
     private let defaultProvider: OpaquePointer
 
     public init() throws {
+        // Our objects may be released after main returns (threads still unwinding); with
+        // OpenSSL's atexit cleanup they would free into a torn-down library. In a host
+        // process that initialised OpenSSL already this call changes nothing.
+        OPENSSL_init_crypto(UInt64(OPENSSL_INIT_NO_ATEXIT), nil)
         guard let context = OSSL_LIB_CTX_new() else {
             throw OpenSSLError.capture("creating a library context")
         }
