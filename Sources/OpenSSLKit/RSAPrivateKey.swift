@@ -1,0 +1,168 @@
+// An RSA private key held in memory, ready to sign and decrypt: the node parses each key
+// once into one of these and serves every operation from it.
+
+import COpenSSL
+import CloudHSMCore
+
+/// An RSA private key in a library context.
+///
+/// The key never changes after init, and every operation makes its own `EVP_PKEY_CTX`,
+/// so many threads may sign and decrypt with one object at the same time.
+public final class RSAPrivateKey {
+    let key: OwnedPKey
+    private let context: CryptoContext
+    private let digests: DigestTable
+    /// DER SubjectPublicKeyInfo of the public half.
+    public let publicKeyInfo: [UInt8]
+    public let modulusBits: Int
+    /// Bytes in the modulus: the size of every signature and raw block.
+    public let modulusLength: Int
+
+    private init(key: OwnedPKey, context: CryptoContext) throws {
+        guard key.isA("RSA") else { throw CryptoError.invalidKeyData("not an RSA key") }
+        self.key = key
+        self.context = context
+        self.digests = try DigestTable(context: context)
+        self.publicKeyInfo = try key.publicKeyInfo()
+        self.modulusBits = key.bits
+        self.modulusLength = key.size
+    }
+
+    /// Generates a new key pair.
+    ///
+    /// - Parameters:
+    ///   - bits: modulus size (the node allows 2048, 3072 and 4096).
+    ///   - publicExponent: an odd number of at least 3, usually 65537.
+    public static func generate(bits: Int, publicExponent: UInt64, context: CryptoContext) throws -> RSAPrivateKey {
+        guard bits >= 1024, bits <= 16384 else { throw CryptoError.invalidArgument("RSA key size \(bits) bits") }
+        guard publicExponent >= 3, publicExponent & 1 == 1 else {
+            throw CryptoError.invalidArgument("RSA public exponent \(publicExponent) must be odd and at least 3")
+        }
+        let operation = try OwnedPKeyContext(algorithm: "RSA", context: context)
+        try operation.check(EVP_PKEY_keygen_init(operation.pointer), "starting RSA key generation")
+        try operation.check(EVP_PKEY_CTX_set_rsa_keygen_bits(operation.pointer, Int32(bits)), "setting the key size")
+        guard let exponent = BN_new() else { throw OpenSSLError.capture("allocating the public exponent") }
+        defer { BN_free(exponent) }
+        try operation.check(BN_set_word(exponent, UInt(publicExponent)), "setting the public exponent")
+        try operation.check(
+            EVP_PKEY_CTX_set1_rsa_keygen_pubexp(operation.pointer, exponent), "setting the public exponent")
+        var generated: OpaquePointer? = nil
+        guard EVP_PKEY_generate(operation.pointer, &generated) > 0, let generated else {
+            throw OpenSSLError.capture("generating an RSA key")
+        }
+        return try RSAPrivateKey(key: OwnedPKey(taking: generated), context: context)
+    }
+
+    /// Parses a DER private key: PKCS#8 PrivateKeyInfo or PKCS#1 RSAPrivateKey.
+    ///
+    /// - Throws: `CryptoError.invalidKeyData` for anything else, including other key
+    ///   types and trailing bytes.
+    public convenience init(der: [UInt8], context: CryptoContext) throws {
+        guard !der.isEmpty else { throw CryptoError.invalidKeyData("no key data") }
+        let parsed: OpaquePointer? = der.withUnsafeBufferPointer { buffer in
+            var cursor = buffer.baseAddress
+            let key = d2i_AutoPrivateKey_ex(nil, &cursor, buffer.count, context.pointer, nil)
+            if let key, let base = buffer.baseAddress, let cursor, cursor - base != buffer.count {
+                EVP_PKEY_free(key)
+                return nil
+            }
+            return key
+        }
+        guard let parsed else {
+            clearOpenSSLErrors()
+            throw CryptoError.invalidKeyData("not a DER-encoded RSA private key (PKCS#8 or PKCS#1)")
+        }
+        let owned = OwnedPKey(taking: parsed)
+        guard owned.isA("RSA") else {
+            throw CryptoError.invalidKeyData("the key is not an RSA key")
+        }
+        try self.init(key: owned, context: context)
+    }
+
+    /// Reads a key file: PEM "PRIVATE KEY" or "RSA PRIVATE KEY", or the same in DER.
+    ///
+    /// - Throws: `CryptoError.invalidKeyData` naming what the file is instead.
+    public static func parse(fileContents: [UInt8], context: CryptoContext) throws -> RSAPrivateKey {
+        let marker = Array("-----BEGIN ".utf8)
+        let isPEM =
+            fileContents.count >= marker.count
+            && (0...(fileContents.count - marker.count)).contains {
+                fileContents[$0..<$0 + marker.count].elementsEqual(marker)
+            }
+        guard isPEM else { return try RSAPrivateKey(der: fileContents, context: context) }
+        let blocks = try PEMBlock.readAll(fileContents)
+        for block in blocks {
+            switch block.label {
+            case "PRIVATE KEY", "RSA PRIVATE KEY":
+                guard !block.hasHeaders else {
+                    throw CryptoError.invalidKeyData("encrypted PEM keys are not supported; decrypt the key first")
+                }
+                return try RSAPrivateKey(der: block.der, context: context)
+            case "ENCRYPTED PRIVATE KEY":
+                throw CryptoError.invalidKeyData("encrypted PKCS#8 keys are not supported; decrypt the key first")
+            case "CLOUDHSM KEY REFERENCE":
+                throw CryptoError.invalidKeyData("this is a CloudHSM key reference (fake PEM), not a private key")
+            case let label where label.hasSuffix("PRIVATE KEY"):
+                throw CryptoError.invalidKeyData("PEM block \"\(label)\" is not an RSA private key")
+            default:
+                continue
+            }
+        }
+        let labels = blocks.map { "\"\($0.label)\"" }.joined(separator: ", ")
+        throw CryptoError.invalidKeyData(
+            blocks.isEmpty ? "no PEM block found" : "no private key in the PEM file (found \(labels))")
+    }
+
+    /// The key as DER PKCS#8 PrivateKeyInfo: plaintext secret material, only for
+    /// encrypting at rest or wrapping.
+    public func pkcs8DER() throws -> [UInt8] {
+        guard let info = EVP_PKEY2PKCS8(key.pointer) else { throw OpenSSLError.capture("building PKCS#8") }
+        defer { PKCS8_PRIV_KEY_INFO_free(info) }
+        let length = i2d_PKCS8_PRIV_KEY_INFO(info, nil)
+        guard length > 0 else { throw OpenSSLError.capture("measuring PKCS#8") }
+        var out = [UInt8](repeating: 0, count: Int(length))
+        let written = out.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var cursor = buffer.baseAddress
+            return i2d_PKCS8_PRIV_KEY_INFO(info, &cursor)
+        }
+        guard written == length else { throw OpenSSLError.capture("encoding PKCS#8") }
+        return out
+    }
+
+    /// Signs a digest (or, for `.raw` and `.pkcs1(.none)`, the data as given).
+    ///
+    /// - Throws: `CryptoError.invalidArgument` when the input does not fit the mechanism.
+    public func sign(digest: [UInt8], mechanism: SignMechanism) throws -> [UInt8] {
+        try mechanism.validate(inputLength: digest.count, modulusLength: modulusLength)
+        let operation = try OwnedPKeyContext(key: key, context: context)
+        try operation.check(EVP_PKEY_sign_init(operation.pointer), "starting an RSA signature")
+        try mechanism.configure(operation, digests: digests)
+        return try operation.run(digest, "RSA signing") { EVP_PKEY_sign($0, $1, $2, $3, $4) }
+    }
+
+    /// Decrypts with the private key.
+    ///
+    /// - Throws: `CryptoError.decryptFailed` for bad padding or a wrong-sized input.
+    public func decrypt(_ data: [UInt8], mechanism: DecryptMechanism) throws -> [UInt8] {
+        guard data.count == modulusLength else {
+            throw CryptoError.invalidArgument("ciphertext is \(data.count) bytes, the modulus is \(modulusLength)")
+        }
+        let operation = try OwnedPKeyContext(key: key, context: context)
+        try operation.check(EVP_PKEY_decrypt_init(operation.pointer), "starting an RSA decryption")
+        try mechanism.configure(operation, digests: digests)
+        do {
+            return try operation.run(data, "RSA decryption") { EVP_PKEY_decrypt($0, $1, $2, $3, $4) }
+        } catch is OpenSSLError {
+            throw CryptoError.decryptFailed
+        }
+    }
+
+    /// The public half as its own object.
+    public func publicKey() throws -> RSAPublicKey {
+        try RSAPublicKey(publicKeyInfo: publicKeyInfo, context: context)
+    }
+}
+
+// The key pointer and digest table are written only in init; OpenSSL allows concurrent
+// operations on one EVP_PKEY, each with its own EVP_PKEY_CTX.
+extension RSAPrivateKey: @unchecked Sendable {}
