@@ -64,7 +64,7 @@ build: ## swift build (debug) and link its bin directory at build/bin
 	@ln -sfn "$(BIN)" $(BIN_LINK)
 	@echo "executables: $(BIN_LINK) -> $(BIN)"
 
-cluster: build ## Start the 3-node dev cluster in $(CLUSTER_DIR) (ports $(CLUSTER_PORTS)); then `. $(CLUSTER_DIR)/env`
+cluster: build ## Start the 3-node dev cluster (CLUSTER_DIR, CLUSTER_PORTS); then `. .cluster/env`
 	BIN_DIR="$(BIN)" scripts/cluster.sh start
 
 stop-cluster: ## Stop the dev cluster's nodes
