@@ -8,7 +8,8 @@ import COpenSSL
 public final class CryptoContext: @unchecked Sendable {
     // OpenSSL's library contexts are thread-safe once created; this object only reads
     // its two pointers after init, so sharing it across threads is safe.
-    let pointer: OpaquePointer
+    /// The `OSSL_LIB_CTX`, for OpenSSL calls made outside this module (the provider).
+    public let pointer: OpaquePointer
     private let defaultProvider: OpaquePointer
 
     public init() throws {
