@@ -67,7 +67,8 @@ expect() {
 step "3. key_mgmt_util: log in as the crypto user on every node"
 send "loginHSM -u CU -s $CLOUDHSM_CU_USER -p $CLOUDHSM_CU_PASSWORD"
 expect 'Cfm3LoginHSM returned'
-expect 'Cluster Error Status'
+nodes=$(grep -cE '^[[:space:]]*node[[:space:]]*=' "$CLOUDHSM_CONFIG")
+expect "^Node id $((nodes - 1)) and err state"
 
 step "4. A session-only AES-128 wrapping key (key type 31 = AES, 16 bytes)"
 send "genSymKey -t 31 -s 16 -sess -l wrapping_key_for_import"
