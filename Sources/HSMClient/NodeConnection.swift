@@ -123,7 +123,9 @@ public final class NodeConnection {
     static func mapConnectError(_ error: Error, node: NodeAddress, timeout: Int) -> HSMError {
         guard let tls = error as? TLSError else { return HSMError(.nodeUnreachable, "connect to \(node): \(error)") }
         switch tls {
-        case .connectionRefused(let what): return HSMError(.nodeUnreachable, what)
+        case .connectionRefused(let what):
+            // OpenSSLKit passes the bare "connect to HOST:PORT"; say what happened.
+            return HSMError(.nodeUnreachable, what.contains("refused") ? what : "\(what): Connection refused")
         case .certificateNotTrusted, .handshakeFailed: return HSMError(.tlsFailure, "\(node): \(tls)")
         case .timedOut: return HSMError(.timedOut, "connect to \(node): no answer within \(timeout) ms")
         case .closed: return HSMError(.tlsFailure, "\(node) closed the connection during the TLS handshake")
