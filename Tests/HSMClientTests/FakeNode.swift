@@ -1,0 +1,250 @@
+// A small in-process HSM node for the client's tests: real TLS 1.3 on loopback, the real
+// wire protocol, keys held in memory with real RSA (so signatures verify), users "cu"/"co"
+// with password "pw". It lets the tests check routing, re-login, fork and the tools'
+// output without the real hsmd.
+
+import CloudHSMCore
+import Foundation
+import OpenSSLKit
+import XCTest
+
+/// Certificates for the fake nodes: a CA and one leaf for 127.0.0.1/localhost.
+struct TestPKI {
+    let directory: String
+    var caPath: String { directory + "/ca.crt" }
+    var certificatePath: String { directory + "/node.crt" }
+    var keyPath: String { directory + "/node.key" }
+
+    init() throws {
+        directory = try temporaryDirectory()
+        let script = """
+            set -e
+            cd '\(directory)'
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca
+            openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr -subj /CN=localhost
+            echo 'subjectAltName=IP:127.0.0.1,DNS:localhost' > ext.cnf
+            openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out node.crt -days 2 \
+                -extfile ext.cnf
+            """
+        try run("/bin/bash", ["-c", script])
+    }
+}
+
+@discardableResult
+func run(_ executable: String, _ arguments: [String], input: String? = nil, environment: [String: String]? = nil)
+    throws -> (status: Int32, output: String)
+{
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    let inputPipe = Pipe()
+    process.standardInput = inputPipe
+    try process.run()
+    if let input { inputPipe.fileHandleForWriting.write(Data(input.utf8)) }
+    try inputPipe.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    guard process.terminationStatus == 0 || environment != nil || input != nil else {
+        throw NSError(domain: "run", code: Int(process.terminationStatus), userInfo: ["output": text])
+    }
+    return (process.terminationStatus, text)
+}
+
+final class FakeNode: @unchecked Sendable {
+    // Everything mutable is guarded by `lock`.
+    let nodeID: Int
+    let clusterID: String
+    private let listener: TCPListener
+    private let tls: TLSContext
+    private let crypto: CryptoContext
+    private let lock = NSLock()
+    private var counter: UInt64 = 1
+    private var keys: [KeyHandle: (attributes: KeyAttributes, rsa: RSAPrivateKey?, secret: [UInt8])] = [:]
+    private var open: [TLSConnection] = []
+    private(set) var connectionCount = 0
+    private(set) var loginCount = 0
+    private(set) var requests: [CloudHSMCore.Operation] = []
+    private(set) var signCount: UInt64 = 0
+
+    var port: UInt16 { listener.port }
+
+    init(nodeID: Int, pki: TestPKI, crypto: CryptoContext, clusterID: String = "test-cluster") throws {
+        self.nodeID = nodeID
+        self.clusterID = clusterID
+        self.crypto = crypto
+        listener = try TCPListener(host: "127.0.0.1", port: 0)
+        tls = try TLSContext.server(
+            certificatePath: pki.certificatePath, privateKeyPath: pki.keyPath, trustAnchorPath: nil,
+            requireClientCertificate: false, context: crypto)
+        let thread = Thread { [self] in acceptLoop() }
+        thread.start()
+    }
+
+    func stop() {
+        listener.close()
+        dropConnections()
+    }
+
+    /// Closes every open connection, as a restarting node would.
+    func dropConnections() {
+        let connections = lock.withLock { () -> [TLSConnection] in
+            defer { open.removeAll() }
+            return open
+        }
+        for connection in connections { connection.close() }
+    }
+
+    func withState<T>(_ body: (FakeNode) -> T) -> T { lock.withLock { body(self) } }
+
+    private func acceptLoop() {
+        while let socket = try? listener.accept() {
+            let thread = Thread { [self] in
+                guard let connection = try? TLSConnection.accept(socket, context: tls, timeoutMilliseconds: 10000)
+                else { return }
+                lock.withLock {
+                    connectionCount += 1
+                    open.append(connection)
+                }
+                serve(connection)
+            }
+            thread.start()
+        }
+    }
+
+    private func serve(_ connection: TLSConnection) {
+        var user: String?
+        var sessionKeys: Set<KeyHandle> = []
+        defer {
+            lock.withLock { for handle in sessionKeys { keys[handle] = nil } }
+        }
+        while let frame = try? connection.readFrame() {
+            let response: HSMResponse
+            do {
+                let request = try HSMRequest.decode(operation: frame.operation, payload: frame.payload)
+                response = lock.withLock { handle(request, user: &user, sessionKeys: &sessionKeys) }
+            } catch {
+                response = .failure(HSMError(.invalidRequest, "\(error)"))
+            }
+            let reply = Frame(
+                operation: frame.operation | Frame.responseBit, requestID: frame.requestID,
+                payload: response.encodedPayload())
+            do { try connection.writeFrame(reply) } catch { return }
+        }
+    }
+
+    /// Called with `lock` held.
+    private func handle(_ request: HSMRequest, user: inout String?, sessionKeys: inout Set<KeyHandle>) -> HSMResponse {
+        requests.append(request.operation)
+        func fail(_ code: HSMReturnCode, _ detail: String = "") -> HSMResponse { .failure(HSMError(code, detail)) }
+        func newHandle() -> KeyHandle {
+            defer { counter += 1 }
+            return counter << 4 | UInt64(nodeID)
+        }
+        func store(_ attributes: KeyAttributes, rsa: RSAPrivateKey?, secret: [UInt8], session: Bool) {
+            keys[attributes.handle] = (attributes, rsa, secret)
+            if session { sessionKeys.insert(attributes.handle) }
+        }
+        switch request {
+        case .login(_, let name, let password):
+            loginCount += 1
+            guard user == nil else { return fail(.alreadyLoggedIn) }
+            guard ["cu", "co"].contains(name), password == "pw" else { return fail(.loginFailed) }
+            user = name
+            return .success()
+        case .nodeInfo:
+            return .success(
+                .nodeInfo(
+                    NodeInfo(
+                        nodeId: UInt32(nodeID), clusterId: clusterID, version: "0.1.0-fake",
+                        tokenKeyCount: UInt64(keys.count - sessionKeys.count),
+                        sessionKeyCount: UInt64(sessionKeys.count),
+                        signOperations: signCount, decryptOperations: 0, userCount: 2)))
+        default:
+            break
+        }
+        guard let owner = user else { return fail(.notLoggedIn) }
+        switch request {
+        case .logout:
+            user = nil
+            return .success()
+        case .generateRandom(let count):
+            return .success(.bytes((try? SecureRandom.bytes(Int(count), context: crypto)) ?? []))
+        case .generateSymmetricKey(let type, let count, let label, let session, let extractable):
+            let handle = newHandle()
+            let secret = (try? SecureRandom.bytes(Int(count), context: crypto)) ?? []
+            store(
+                KeyAttributes(
+                    handle: handle, keyClass: .secretKey, keyType: type, label: label, owner: owner, isToken: !session,
+                    isExtractable: extractable, sizeInBits: count * 8, publicKeyInfo: []), rsa: nil, secret: secret,
+                session: session)
+            return .success(.handle(handle))
+        case .generateRSAKeyPair(let bits, let exponent, let label, let session, let extractable):
+            guard let key = try? RSAPrivateKey.generate(bits: Int(bits), publicExponent: exponent, context: crypto)
+            else { return fail(.invalidArgument, "bad RSA parameters") }
+            let publicHandle = newHandle()
+            let privateHandle = newHandle()
+            store(
+                KeyAttributes(
+                    handle: publicHandle, keyClass: .publicKey, keyType: .rsa, label: label, owner: owner,
+                    isToken: !session, isExtractable: true, sizeInBits: bits, publicKeyInfo: key.publicKeyInfo),
+                rsa: nil, secret: [], session: session)
+            store(
+                KeyAttributes(
+                    handle: privateHandle, keyClass: .privateKey, keyType: .rsa, label: label, owner: owner,
+                    isToken: !session, isExtractable: extractable, sizeInBits: bits, publicKeyInfo: key.publicKeyInfo),
+                rsa: key, secret: [], session: session)
+            return .success(.keyPair(publicKey: publicHandle, privateKey: privateHandle))
+        case .wrapHostKey(let wrappingKey, let keyData):
+            guard let wrapping = keys[wrappingKey], wrapping.attributes.keyClass == .secretKey else {
+                return fail(.invalidHandle)
+            }
+            // Not real wrapping: enough that the client sends back what it was given.
+            return .success(.bytes(keyData.map { $0 ^ wrapping.secret.first! }))
+        case .unwrapKey(let wrappingKey, let wrapped, let label, let session, let extractable):
+            guard let wrapping = keys[wrappingKey], wrapping.attributes.keyClass == .secretKey else {
+                return fail(.invalidHandle)
+            }
+            guard let key = try? RSAPrivateKey(der: wrapped.map { $0 ^ wrapping.secret.first! }, context: crypto)
+            else { return fail(.unwrapFailed) }
+            let handle = newHandle()
+            store(
+                KeyAttributes(
+                    handle: handle, keyClass: .privateKey, keyType: .rsa, label: label, owner: owner,
+                    isToken: !session, isExtractable: extractable, sizeInBits: UInt32(key.modulusBits),
+                    publicKeyInfo: key.publicKeyInfo), rsa: key, secret: [], session: session)
+            return .success(.handle(handle))
+        case .findKeys(let filter):
+            let found = keys.values.map(\.attributes).filter { a in
+                (filter.keyClass == nil || filter.keyClass == a.keyClass)
+                    && (filter.keyType == nil || filter.keyType == a.keyType)
+                    && (filter.label == nil || filter.label == a.label)
+                    && (filter.isSession == nil || filter.isSession == !a.isToken)
+            }
+            return .success(.handles(found.map(\.handle).sorted()))
+        case .getAttributes(let handle):
+            guard let key = keys[handle] else { return fail(.invalidHandle) }
+            return .success(.attributes(key.attributes))
+        case .exportPublicKey(let handle):
+            guard let key = keys[handle], !key.attributes.publicKeyInfo.isEmpty else { return fail(.invalidHandle) }
+            return .success(.bytes(key.attributes.publicKeyInfo))
+        case .deleteKey(let handle):
+            guard keys.removeValue(forKey: handle) != nil else { return fail(.invalidHandle) }
+            return .success()
+        case .sign(let handle, let mechanism, let data):
+            guard let key = keys[handle] else { return fail(.invalidHandle) }
+            guard let rsa = key.rsa else { return fail(.invalidKeyType) }
+            guard let signature = try? rsa.sign(digest: data, mechanism: mechanism) else {
+                return fail(.invalidArgument, "sign failed")
+            }
+            signCount += 1
+            return .success(.bytes(signature))
+        default:
+            return fail(.invalidRequest, "not implemented by the fake node")
+        }
+    }
+}
