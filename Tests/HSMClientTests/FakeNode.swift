@@ -26,12 +26,12 @@ struct TestPKI {
             openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out node.crt -days 2 \
                 -extfile ext.cnf
             """
-        try run("/bin/bash", ["-c", script])
+        try runProcess("/bin/bash", ["-c", script])
     }
 }
 
 @discardableResult
-func run(_ executable: String, _ arguments: [String], input: String? = nil, environment: [String: String]? = nil)
+func runProcess(_ executable: String, _ arguments: [String], input: String? = nil, environment: [String: String]? = nil)
     throws -> (status: Int32, output: String)
 {
     let process = Process()
@@ -205,6 +205,13 @@ final class FakeNode: @unchecked Sendable {
             }
             // Not real wrapping: enough that the client sends back what it was given.
             return .success(.bytes(keyData.map { $0 ^ wrapping.secret.first! }))
+        case .wrapKey(let handle, let wrappingKey):
+            guard let wrapping = keys[wrappingKey], wrapping.attributes.keyClass == .secretKey,
+                let key = keys[handle]
+            else { return fail(.invalidHandle) }
+            guard key.attributes.isExtractable else { return fail(.keyNotExtractable) }
+            guard let der = try? key.rsa?.pkcs8DER() else { return fail(.invalidKeyType) }
+            return .success(.bytes(der.map { $0 ^ wrapping.secret.first! }))
         case .unwrapKey(let wrappingKey, let wrapped, let label, let session, let extractable):
             guard let wrapping = keys[wrappingKey], wrapping.attributes.keyClass == .secretKey else {
                 return fail(.invalidHandle)
