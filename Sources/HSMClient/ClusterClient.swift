@@ -5,8 +5,9 @@
 //
 // Routing today: key creation goes to the home node (the first node that is reachable
 // and logged in); an operation on an existing key goes to the node that created it
-// (`handle & 0xF`). Failover, load balancing and connection pools grow in here and in
-// NodeChannel; callers use `create`, `perform`, `send` and `broadcast` and need not change.
+// (`handle & 0xF`) and fails over to the other nodes when that one cannot take it. Load
+// balancing and connection pools grow in here and in NodeChannel; callers use `create`,
+// `perform`, `send` and `broadcast` and need not change.
 
 import CloudHSMCore
 import Glibc
@@ -129,7 +130,8 @@ public final class ClusterClient: Sendable {
 
     /// Creates a key (or anything new) on the home node: the first node, in configuration
     /// order, that can be reached and logged in on. Nodes passed over appear in the
-    /// outcome's attempts. A request that reached a node is never repeated elsewhere.
+    /// outcome's attempts. A request that reached a node is repeated elsewhere only when
+    /// the node refused it without acting (throttled).
     public func create(_ request: HSMRequest) -> OperationOutcome {
         resetAfterFork()
         let credentials = self.credentials
@@ -137,27 +139,55 @@ public final class ClusterClient: Sendable {
         for channel in channels {
             let exchange = exchange(request, on: channel, relogin: credentials)
             attempts.append(NodeResult(node: channel.node, result: exchange.result))
-            if exchange.wasSent { return OperationOutcome(result: exchange.result, attempts: attempts) }
+            let refusedWithoutActing: Bool
+            if case .failure(let error) = exchange.result, error.code == .throttled {
+                refusedWithoutActing = true
+            } else {
+                refusedWithoutActing = false
+            }
+            if exchange.wasSent && !refusedWithoutActing {
+                return OperationOutcome(result: exchange.result, attempts: attempts)
+            }
         }
         let reasons = attempts.map { "node \($0.nodeID): \($0.error?.description ?? "?")" }
         return OperationOutcome(
             result: .failure(HSMError(.noNodeAvailable, reasons.joined(separator: "; "))), attempts: attempts)
     }
 
-    /// Runs an operation on an existing key at the node that holds it (its creator).
+    /// Runs an operation on an existing key: first at the node that created it, then, when
+    /// that node cannot take it, at the others in configuration order (token keys exist on
+    /// every node; a session key only on its creator, so the others answer "invalid
+    /// handle").
+    ///
+    /// Another node is tried only when repeating cannot do harm: the request never reached
+    /// the node (connect or login failed), the node refused it without acting (throttled,
+    /// not yet replicated), or it is idempotent and the answer was lost.
     public func perform(_ request: HSMRequest, key handle: KeyHandle) -> OperationOutcome {
         resetAfterFork()
-        let nodeID = Self.creatingNodeID(of: handle)
-        guard let channel = channel(nodeID) else {
-            return OperationOutcome(
-                result: .failure(
-                    HSMError(
-                        .invalidHandle,
-                        "handle \(handle) was made by node \(nodeID), which is not in \(configuration.source)")),
-                attempts: [])
+        let creator = Self.creatingNodeID(of: handle)
+        // A creator missing from this configuration is not fatal: another node may hold
+        // the key too.
+        let ordered = channels.filter { $0.node.id == creator } + channels.filter { $0.node.id != creator }
+        let credentials = self.credentials
+        var attempts: [NodeResult] = []
+        for channel in ordered {
+            let exchange = exchange(request, on: channel, relogin: credentials)
+            attempts.append(NodeResult(node: channel.node, result: exchange.result))
+            guard case .failure(let error) = exchange.result,
+                Self.mayTryElsewhere(request, error: error, wasSent: exchange.wasSent)
+            else { break }
         }
-        let exchange = exchange(request, on: channel, relogin: credentials)
-        return OperationOutcome(NodeResult(node: channel.node, result: exchange.result))
+        return OperationOutcome(result: attempts.last!.result, attempts: attempts)
+    }
+
+    /// Whether a failed request may be repeated on another node.
+    static func mayTryElsewhere(_ request: HSMRequest, error: HSMError, wasSent: Bool) -> Bool {
+        if !wasSent { return true }
+        switch error.code {
+        case .throttled, .keyNotReplicated: return true
+        case .connectionLost, .timedOut: return request.isIdempotent
+        default: return false
+        }
     }
 
     /// The first node, in configuration order, that is reachable and logged in (logging

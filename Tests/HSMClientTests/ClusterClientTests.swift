@@ -77,12 +77,23 @@ final class ClusterClientTests: XCTestCase {
         guard case .bytes(let signature) = try signed.get() else { return XCTFail("\(signed)") }
         XCTAssertEqual(signature.count, 256)
 
+        // Node 7 is not configured: the configured nodes are asked in order.
         let unknown = client.perform(.getAttributes(0x37), key: 0x37)
         XCTAssertEqual(unknown.code, .invalidHandle)
-        XCTAssertTrue(unknown.attempts.isEmpty)
+        XCTAssertEqual(unknown.attempts.map(\.nodeID), [0])
+
+        // With node 1 down, an operation on its key fails over to node 0 (which, being a
+        // fake without replication, does not know the key).
+        nodes[1].stop()
+        let failedOver = client.perform(.getAttributes(privateKey), key: privateKey)
+        XCTAssertEqual(failedOver.attempts.map(\.nodeID), [1, 0])
+        XCTAssertEqual(failedOver.attempts.map(\.code), [.nodeUnreachable, .invalidHandle])
+        // Deleting is not idempotent, but a request that never reached node 1 may go on.
+        let delete = client.perform(.deleteKey(privateKey), key: privateKey)
+        XCTAssertEqual(delete.attempts.map(\.nodeID), [1, 0])
 
         let all = client.broadcast(.findKeys(KeyFilter()))
-        XCTAssertEqual(all.map(\.code), [.success, .success])
+        XCTAssertEqual(all.map(\.code), [.success, .nodeUnreachable])
     }
 
     func testHomeNodeSkipsADeadFirstNode() throws {
