@@ -65,11 +65,23 @@ final class NodeChannel: Sendable {
                     let hsmError = error as? HSMError ?? HSMError(.connectionLost, "\(error)")
                     state.connection = nil
                     state.loggedInAs = nil
-                    let retry = attempt == 0 && !isFresh && request.isIdempotent && hsmError.code == .connectionLost
+                    let retry =
+                        attempt == 0 && !isFresh && Self.mayRepeatOnFreshConnection(request)
+                        && hsmError.code == .connectionLost
                     if !retry { return Exchange(result: .failure(hsmError), wasSent: true) }
                 }
             }
             return Exchange(result: .failure(HSMError(.connectionLost, "\(node): retry failed")), wasSent: true)
+        }
+    }
+
+    /// Requests worth one more try when a reused connection turns out to be closed. Login
+    /// and logout are included: a node that closed an idle connection (or closed it after
+    /// a failed login) never saw the request, and a second attempt is what the user meant.
+    static func mayRepeatOnFreshConnection(_ request: HSMRequest) -> Bool {
+        switch request {
+        case .login, .logout: return true
+        default: return request.isIdempotent
         }
     }
 

@@ -123,6 +123,15 @@ final class ClusterClientTests: XCTestCase {
         XCTAssertEqual(nodes[0].withState { $0.loginCount }, 2)
     }
 
+    func testLoginAgainAfterTheNodeClosedTheConnection() throws {
+        let client = try makeClient()
+        _ = client.login(role: .cryptoUser, user: "cu", password: "nope")
+        nodes[0].dropConnections()
+        let results = client.login(role: .cryptoUser, user: "cu", password: "pw")
+        XCTAssertEqual(results.map(\.code), [.success, .success])
+        XCTAssertEqual(nodes[0].withState { $0.connectionCount }, 2)
+    }
+
     func testNodeNotLoggedInAnswersItsOwnCode() throws {
         let client = try makeClient()
         let result = client.send(.findKeys(KeyFilter()), to: 1)
