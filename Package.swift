@@ -10,6 +10,8 @@ let package = Package(
         .executable(name: "hsmd", targets: ["hsmd"]),
         .executable(name: "key_mgmt_util", targets: ["key_mgmt_util"]),
         .executable(name: "cloudhsm_mgmt_util", targets: ["cloudhsm_mgmt_util"]),
+        // The OpenSSL provider, installed as cloudhsm.so.
+        .library(name: "cloudhsm", type: .dynamic, targets: ["CloudHSMProvider"]),
     ],
     targets: [
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl"),
@@ -25,6 +27,8 @@ let package = Package(
         .target(name: "HSMClient", dependencies: ["CloudHSMCore", "OpenSSLKit"]),
         .executableTarget(name: "key_mgmt_util", dependencies: ["HSMClient"]),
         .executableTarget(name: "cloudhsm_mgmt_util", dependencies: ["HSMClient"]),
+        // The OpenSSL 3 provider: keymgmt, signature, asym cipher, decoder, encoder.
+        .target(name: "CloudHSMProvider", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore", "COpenSSL"]),
         .testTarget(name: "CloudHSMCoreTests", dependencies: ["CloudHSMCore"]),
         .testTarget(name: "OpenSSLKitTests", dependencies: ["OpenSSLKit"]),
         .testTarget(name: "HSMNodeTests", dependencies: ["HSMNode"]),

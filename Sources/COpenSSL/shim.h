@@ -3,6 +3,7 @@
 #ifndef COPENSSL_SHIM_H
 #define COPENSSL_SHIM_H
 
+#include <stdarg.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core.h>
@@ -15,6 +16,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
@@ -36,4 +38,21 @@ static inline int cshim_BIO_get_mem_data(BIO *bio, char **data) {
     return (int)BIO_get_mem_data(bio, data);
 }
 static inline uint64_t cshim_SSL_OP_IGNORE_UNEXPECTED_EOF(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
+static inline int cshim_EVP_PKEY_PUBLIC_KEY(void) { return EVP_PKEY_PUBLIC_KEY; }
+static inline int cshim_OSSL_KEYMGMT_SELECT_KEYPAIR(void) { return OSSL_KEYMGMT_SELECT_KEYPAIR; }
+
+/* Calls a provider core's vset_error (a va_list function, which Swift cannot call)
+ * with a preformatted message. */
+typedef void (*cshim_vset_error_fn)(const OSSL_CORE_HANDLE *, uint32_t, const char *, va_list);
+static inline void cshim_vset_error_varargs(void (*fn)(void), const OSSL_CORE_HANDLE *handle, uint32_t reason,
+                                            const char *format, ...) {
+    va_list arguments;
+    va_start(arguments, format);
+    ((cshim_vset_error_fn)fn)(handle, reason, format, arguments);
+    va_end(arguments);
+}
+static inline void cshim_vset_error(void (*fn)(void), const OSSL_CORE_HANDLE *handle, uint32_t reason,
+                                    const char *message) {
+    cshim_vset_error_varargs(fn, handle, reason, "%s", message);
+}
 #endif

@@ -1,0 +1,155 @@
+// The provider's way to the HSMs: private-key operations and key generation through the
+// cluster client, and the per-process check that a key file still names the key it
+// claims. The OpenSSL-facing files call this and never see connections or frames.
+
+import CloudHSMCore
+import Glibc
+import HSMClient
+import OpenSSLKit
+import Synchronization
+
+final class KeyService: Sendable {
+    private let configurationPath: String?
+    /// Made on first use, never at provider init: init must only read configuration.
+    private let client = Mutex<ClusterClient?>(nil)
+
+    init(configurationPath: String?) {
+        self.configurationPath = configurationPath
+    }
+
+    /// Signs `digest` (or a raw block) with the HSM key.
+    func sign(_ key: ProviderKey, mechanism: SignMechanism, input: [UInt8]) throws -> [UInt8] {
+        let reference = try hsmReference(of: key)
+        let client = try loggedInClient()
+        try confirm(key, reference: reference, with: client)
+        return try bytes(
+            client.perform(.sign(key: reference.handle, mechanism: mechanism, data: input), key: reference.handle)
+                .result,
+            doing: "signing with key handle \(reference.handle)")
+    }
+
+    func decrypt(_ key: ProviderKey, mechanism: DecryptMechanism, input: [UInt8]) throws -> [UInt8] {
+        let reference = try hsmReference(of: key)
+        let client = try loggedInClient()
+        try confirm(key, reference: reference, with: client)
+        return try bytes(
+            client.perform(.decrypt(key: reference.handle, mechanism: mechanism, data: input), key: reference.handle)
+                .result,
+            doing: "decrypting with key handle \(reference.handle)")
+    }
+
+    /// Generates a token RSA key pair in the cluster and returns the reference to its
+    /// private key.
+    func generateKeyPair(bits: Int, publicExponent: UInt64, label: String) throws -> KeyReference {
+        let client = try loggedInClient()
+        let request = HSMRequest.generateRSAKeyPair(
+            modulusBits: UInt32(clamping: bits), publicExponent: publicExponent, label: label, isSession: false,
+            isExtractable: false)
+        guard
+            case .keyPair(_, let privateHandle) = try body(
+                client.create(request).result, doing: "generating an RSA key")
+        else { throw ProviderError(.hsmOperationFailed, "generating an RSA key: unexpected answer") }
+        guard
+            case .attributes(let attributes) = try body(
+                client.perform(.getAttributes(privateHandle), key: privateHandle).result,
+                doing: "reading the new key \(privateHandle)")
+        else { throw ProviderError(.hsmOperationFailed, "reading the new key: unexpected answer") }
+        return KeyReference(
+            clusterID: client.configuration.clusterID, handle: privateHandle, publicKeyInfo: attributes.publicKeyInfo,
+            label: label)
+    }
+
+    // MARK: - Internals
+
+    private func hsmReference(of key: ProviderKey) throws -> KeyReference {
+        guard let reference = key.reference else {
+            throw ProviderError(.unsupported, "this RSA key has no private half in the HSM")
+        }
+        return reference
+    }
+
+    /// The first private operation with a key in each process checks that the handle on
+    /// the cluster is still this key: a stale or edited file must not sign with another key.
+    private func confirm(_ key: ProviderKey, reference: KeyReference, with client: ClusterClient) throws {
+        let pid = getpid()
+        guard key.confirmedInProcess.load(ordering: .acquiring) != pid else { return }
+        guard reference.clusterID == client.configuration.clusterID else {
+            throw ProviderError(
+                .keyFromAnotherCluster,
+                "the key file names cluster '\(reference.clusterID)', but this client is configured for "
+                    + "'\(client.configuration.clusterID)' (\(client.configuration.source))")
+        }
+        let result = client.perform(.getAttributes(reference.handle), key: reference.handle).result
+        if case .failure(let error) = result, error.code == .invalidHandle || error.code == .keyAccessDenied {
+            throw ProviderError(
+                .keyNotFound,
+                "key handle \(reference.handle)\(reference.label.map { " (\($0))" } ?? "") is not on cluster "
+                    + "'\(reference.clusterID)' for this user: \(error.code.meaning)")
+        }
+        guard case .attributes(let attributes) = try body(result, doing: "looking up key handle \(reference.handle)")
+        else {
+            throw ProviderError(.hsmOperationFailed, "looking up key handle \(reference.handle): unexpected answer")
+        }
+        guard attributes.keyClass == .privateKey, attributes.publicKeyInfo == reference.publicKeyInfo else {
+            throw ProviderError(
+                .publicKeyMismatch,
+                "key handle \(reference.handle) on cluster '\(reference.clusterID)' holds a different key than the "
+                    + "key file says")
+        }
+        key.confirmedInProcess.store(pid, ordering: .releasing)
+    }
+
+    private func loggedInClient() throws -> ClusterClient {
+        try client.withLock { slot in
+            let client: ClusterClient
+            if let existing = slot {
+                client = existing
+            } else {
+                do {
+                    let configuration =
+                        try configurationPath.map { try ClusterConfiguration.load(path: $0) }
+                        ?? ClusterConfiguration.load()
+                    client = try ClusterClient(configuration: configuration)
+                } catch {
+                    throw ProviderError(.configuration, "\(error)")
+                }
+                slot = client
+            }
+            if !client.isLoggedIn {
+                let credentials: Credentials
+                do {
+                    credentials = try Credentials.fromEnvironment()
+                } catch {
+                    throw ProviderError(.notLoggedIn, "\(error)")
+                }
+                let results = client.login(credentials)
+                if !results.contains(where: \.isSuccess) {
+                    let reasons = results.map { "node \($0.nodeID): \($0.code.description)" }.joined(separator: "; ")
+                    let reason: ProviderReason =
+                        results.contains { $0.code == .loginFailed || $0.code == .userLocked }
+                        ? .loginFailed : .clusterUnreachable
+                    throw ProviderError(reason, "login as \(credentials.user) failed on every node: \(reasons)")
+                }
+            }
+            return client
+        }
+    }
+
+    private func body(_ result: Result<HSMResponse, HSMError>, doing what: String) throws -> ResponseBody {
+        switch result {
+        case .success(let response):
+            do { return try response.get() } catch let error as HSMError {
+                throw ProviderError(hsm: error, doing: what)
+            }
+        case .failure(let error):
+            throw ProviderError(hsm: error, doing: what)
+        }
+    }
+
+    private func bytes(_ result: Result<HSMResponse, HSMError>, doing what: String) throws -> [UInt8] {
+        guard case .bytes(let bytes) = try body(result, doing: what) else {
+            throw ProviderError(.hsmOperationFailed, "\(what): unexpected answer")
+        }
+        return bytes
+    }
+}

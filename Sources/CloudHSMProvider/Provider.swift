@@ -1,0 +1,128 @@
+// The provider's entry point and its provider-level functions: parameters, the
+// algorithm query, reason strings and teardown. OSSL_provider_init only reads
+// configuration; connections to the HSMs open on the first private-key operation in each
+// process (DESIGN.md, hard rule 1: nginx forks after loading us).
+
+import COpenSSL
+import CloudHSMCore
+import OpenSSLKit
+import Synchronization
+
+/// Everything the provider's callbacks share. One per process: OpenSSL loads a module
+/// once, and every library context that activates it shares the module's code.
+final class ProviderRuntime: @unchecked Sendable {
+    // `keys` is immutable after init; the library is guarded by its Mutex.
+    let keys: KeyService
+    private let privateLibrary = Mutex<PrivateLibrary?>(nil)
+
+    init(configurationPath: String?) {
+        keys = KeyService(configurationPath: configurationPath)
+    }
+
+    /// The provider's private library context (default provider loaded), made on first use.
+    func library() throws -> OpaquePointer { try privateLibraryObject().context.pointer }
+
+    /// A digest fetched once per process from the private library context.
+    func digest(_ algorithm: DigestAlgorithm) throws -> OpaquePointer {
+        guard let digest = try privateLibraryObject().digests[algorithm] else {
+            throw ProviderError(.unsupported, "digest \(algorithm) is not available")
+        }
+        return digest
+    }
+
+    private func privateLibraryObject() throws -> PrivateLibrary {
+        try privateLibrary.withLock { slot in
+            if let existing = slot { return existing }
+            do {
+                let library = try PrivateLibrary()
+                slot = library
+                return library
+            } catch {
+                throw ProviderError(.configuration, "cannot set up the provider's library context: \(error)")
+            }
+        }
+    }
+}
+
+/// The private library context and the digests fetched from it once: OpenSSL 3.0 takes
+/// a lock on every fetch, which a TLS handshake would otherwise pay again and again.
+final class PrivateLibrary {
+    let context: CryptoContext
+    let digests: [DigestAlgorithm: OpaquePointer]
+
+    init() throws {
+        context = try CryptoContext()
+        var digests: [DigestAlgorithm: OpaquePointer] = [:]
+        for algorithm in DigestAlgorithm.allCases {
+            guard let name = algorithm.openSSLName else { continue }
+            if let digest = EVP_MD_fetch(context.pointer, name, nil) { digests[algorithm] = digest }
+        }
+        self.digests = digests
+    }
+}
+
+nonisolated(unsafe) var runtime = ProviderRuntime(configurationPath: nil)
+
+let providerName: StaticString = "CloudHSM Provider"
+let providerVersion: StaticString = "0.1.0"
+let providerBuildInfo: StaticString = "cloudhsm-offload 0.1.0 (Swift, OpenSSL 3 provider API)"
+
+@_cdecl("OSSL_provider_init")
+public func OSSL_provider_init(
+    _ handle: OpaquePointer?, _ inDispatch: UnsafePointer<OSSL_DISPATCH>?,
+    _ outDispatch: UnsafeMutablePointer<UnsafePointer<OSSL_DISPATCH>?>?,
+    _ providerContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+) -> Int32 {
+    core = CoreFunctions(handle: handle, dispatch: inDispatch)
+    let settings = core.configurationValues(["cluster_config"])
+    runtime = ProviderRuntime(configurationPath: settings["cluster_config"].flatMap { $0.isEmpty ? nil : $0 })
+    outDispatch?.pointee = providerDispatch
+    // The provider context is unused by our callbacks; any non-NULL value will do.
+    providerContext?.pointee = UnsafeMutableRawPointer(mutating: cString(providerName))
+    return 1
+}
+
+private let providerDispatch = dispatchTable([
+    DispatchEntry(OSSL_FUNC_PROVIDER_TEARDOWN, teardown),
+    DispatchEntry(OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, gettableParams),
+    DispatchEntry(OSSL_FUNC_PROVIDER_GET_PARAMS, getParams),
+    DispatchEntry(OSSL_FUNC_PROVIDER_QUERY_OPERATION, queryOperation),
+    DispatchEntry(OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, getReasonStrings),
+])
+
+/// Teardown runs in every process that exits (nginx's master, each worker, `nginx -t`):
+/// it touches nothing shared with other processes. Connections close with the process.
+private let teardown: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in }
+
+private let providerParams = paramTable([
+    ("name", OSSL_PARAM_UTF8_PTR),
+    ("version", OSSL_PARAM_UTF8_PTR),
+    ("buildinfo", OSSL_PARAM_UTF8_PTR),
+    ("status", OSSL_PARAM_INTEGER),
+])
+
+private let gettableParams: @convention(c) (UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>? = { _ in
+    providerParams
+}
+
+private let getParams: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32 = {
+    _, params in
+    let writer = ParamWriter(params: params)
+    let ok =
+        writer.set("name", staticString: providerName)
+        && writer.set("version", staticString: providerVersion)
+        && writer.set("buildinfo", staticString: providerBuildInfo)
+        && writer.set("status", int: 1)
+    return ok ? 1 : 0
+}
+
+private let queryOperation:
+    @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafeMutablePointer<Int32>?) -> UnsafePointer<OSSL_ALGORITHM>? = {
+        _, operation, noCache in
+        noCache?.pointee = 0
+        return Algorithms.table(for: operation)
+    }
+
+private let getReasonStrings: @convention(c) (UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_ITEM>? = { _ in
+    reasonStrings
+}

@@ -1,0 +1,105 @@
+// The functions the OpenSSL core hands the provider at init: configuration lookup, error
+// reporting and core BIO I/O. Kept in one place because keymgmt, decoder and encoder
+// callbacks do not receive the provider context but still need them.
+
+import COpenSSL
+
+typealias CoreGetParams = @convention(c) (OpaquePointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
+typealias CoreNewError = @convention(c) (OpaquePointer?) -> Void
+typealias CoreSetErrorDebug =
+    @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?) ->
+    Void
+typealias CoreBIOReadEx =
+    @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int, UnsafeMutablePointer<Int>?)
+    -> Int32
+typealias CoreBIOWriteEx = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int, UnsafeMutablePointer<Int>?) -> Int32
+
+/// What the core gave us. Written once in `OSSL_provider_init`, read afterwards.
+struct CoreFunctions {
+    var handle: OpaquePointer?
+    var getParams: CoreGetParams?
+    var newError: CoreNewError?
+    var setErrorDebug: CoreSetErrorDebug?
+    /// Kept untyped: its va_list parameter can only be called through the C shim.
+    var vsetError: (@convention(c) () -> Void)?
+    var bioReadEx: CoreBIOReadEx?
+    var bioWriteEx: CoreBIOWriteEx?
+
+    init(handle: OpaquePointer?, dispatch: UnsafePointer<OSSL_DISPATCH>?) {
+        self.handle = handle
+        var entry = dispatch
+        while let current = entry, current.pointee.function_id != 0 {
+            let function = current.pointee.function
+            switch current.pointee.function_id {
+            case OSSL_FUNC_CORE_GET_PARAMS: getParams = unsafeBitCast(function, to: CoreGetParams.self)
+            case OSSL_FUNC_CORE_NEW_ERROR: newError = unsafeBitCast(function, to: CoreNewError.self)
+            case OSSL_FUNC_CORE_SET_ERROR_DEBUG: setErrorDebug = unsafeBitCast(function, to: CoreSetErrorDebug.self)
+            case OSSL_FUNC_CORE_VSET_ERROR: vsetError = function
+            case OSSL_FUNC_BIO_READ_EX: bioReadEx = unsafeBitCast(function, to: CoreBIOReadEx.self)
+            case OSSL_FUNC_BIO_WRITE_EX: bioWriteEx = unsafeBitCast(function, to: CoreBIOWriteEx.self)
+            default: break
+            }
+            entry = current + 1
+        }
+    }
+
+    /// Reads string settings of the provider's section in openssl.cnf.
+    func configurationValues(_ keys: [StaticString]) -> [String: String] {
+        guard let getParams else { return [:] }
+        var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: keys.count)
+        var result: [String: String] = [:]
+        pointers.withUnsafeMutableBufferPointer { slots in
+            var params = keys.enumerated().map { index, key in
+                OSSL_PARAM_construct_utf8_ptr(
+                    UnsafeMutablePointer(mutating: cString(key)), slots.baseAddress! + index, 0)
+            }
+            params.append(OSSL_PARAM_construct_end())
+            _ = params.withUnsafeMutableBufferPointer { getParams(handle, $0.baseAddress) }
+            for (index, key) in keys.enumerated() {
+                if let value = slots[index] { result[key.description] = String(cString: value) }
+            }
+        }
+        return result
+    }
+
+    /// Reads everything from a core BIO (a decoder's input).
+    func readAll(_ bio: OpaquePointer?, limit: Int = 1 << 20) -> [UInt8]? {
+        guard let bioReadEx else { return nil }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while data.count <= limit {
+            var got = 0
+            let ok = chunk.withUnsafeMutableBytes { bioReadEx(bio, $0.baseAddress, $0.count, &got) }
+            if ok == 0 || got == 0 { break }
+            data += chunk[0..<got]
+        }
+        return data
+    }
+
+    /// Writes bytes to a core BIO (an encoder's output).
+    func write(_ bio: OpaquePointer?, _ bytes: [UInt8]) -> Bool {
+        guard let bioWriteEx else { return false }
+        var offset = 0
+        while offset < bytes.count {
+            var written = 0
+            let ok = bytes.withUnsafeBytes { raw in
+                bioWriteEx(bio, raw.baseAddress! + offset, raw.count - offset, &written)
+            }
+            guard ok == 1, written > 0 else { return false }
+            offset += written
+        }
+        return true
+    }
+}
+
+nonisolated(unsafe) var core = CoreFunctions(handle: nil, dispatch: nil)
+
+/// Puts an error with our reason code and text on the application's error queue, where
+/// `openssl` and libssl print it with the provider's name.
+func raise(_ error: ProviderError, file: StaticString = #fileID, line: UInt = #line, function: StaticString = #function)
+{
+    guard let newError = core.newError, let vsetError = core.vsetError else { return }
+    newError(core.handle)
+    core.setErrorDebug?(core.handle, cString(file), Int32(line), cString(function))
+    cshim_vset_error(vsetError, core.handle, error.reason.rawValue, error.message)
+}
