@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "cloudhsm_mgmt_util", targets: ["cloudhsm_mgmt_util"]),
         // The OpenSSL provider, installed as cloudhsm.so.
         .library(name: "cloudhsm", type: .dynamic, targets: ["CloudHSMProvider"]),
+        .executable(name: "cloudhsm_check", targets: ["cloudhsm_check"]),
     ],
     targets: [
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl"),
@@ -29,6 +30,8 @@ let package = Package(
         .executableTarget(name: "cloudhsm_mgmt_util", dependencies: ["HSMClient"]),
         // The OpenSSL 3 provider: keymgmt, signature, asym cipher, decoder, encoder.
         .target(name: "CloudHSMProvider", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore", "COpenSSL"]),
+        // Checks that applications can load the provider and sign with a fake PEM.
+        .executableTarget(name: "cloudhsm_check", dependencies: ["COpenSSL"]),
         .testTarget(name: "CloudHSMCoreTests", dependencies: ["CloudHSMCore"]),
         .testTarget(name: "OpenSSLKitTests", dependencies: ["OpenSSLKit"]),
         .testTarget(name: "HSMNodeTests", dependencies: ["HSMNode"]),

@@ -1,0 +1,118 @@
+// cloudhsm_check: loads the provider the way applications do (through OPENSSL_CONF),
+// loads a fake PEM key, signs a test message on the HSMs and verifies the signature
+// with the default provider alone. OpenSSL 3.0 hides provider load failures, so this
+// says plainly which step fails and why.
+
+import COpenSSL
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+func openSSLErrors() -> String {
+    var lines: [String] = []
+    while true {
+        var file: UnsafePointer<CChar>?
+        var line: Int32 = 0
+        var data: UnsafePointer<CChar>?
+        var flags: Int32 = 0
+        let code = ERR_get_error_all(&file, &line, nil, &data, &flags)
+        if code == 0 { break }
+        var buffer = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(code, &buffer, buffer.count)
+        var text = String(cString: buffer)
+        if let data, flags & ERR_TXT_STRING != 0, data.pointee != 0 { text += ": " + String(cString: data) }
+        lines.append("    " + text)
+    }
+    return lines.isEmpty ? "    (OpenSSL gave no reason)" : lines.joined(separator: "\n")
+}
+
+func fail(_ step: String, _ advice: String) -> Never {
+    print("FAIL  \(step)")
+    print(openSSLErrors())
+    if !advice.isEmpty { print("      \(advice)") }
+    exit(1)
+}
+
+func ok(_ text: String) { print("ok    \(text)") }
+
+let arguments = CommandLine.arguments
+if arguments.count != 2 || arguments[1] == "-h" || arguments[1] == "--help" {
+    print(
+        """
+        usage: cloudhsm_check <fake PEM key file>
+
+        Loads the cloudhsm provider through OPENSSL_CONF, loads the key, signs a test
+        message on the HSM cluster and verifies it with the default provider.
+        Needs OPENSSL_CONF (see provider.cnf), CLOUDHSM_CONFIG or the config's
+        cluster_config, and n3fips_password or CLOUDHSM_PIN.
+        """)
+    exit(arguments.count == 2 ? 0 : 2)
+}
+let keyPath = arguments[1]
+
+let configuration = getenv("OPENSSL_CONF").map { String(cString: $0) }
+guard OPENSSL_init_crypto(UInt64(OPENSSL_INIT_LOAD_CONFIG), nil) == 1 else {
+    fail("reading the OpenSSL configuration \(configuration ?? "(default)")", "fix the file named by OPENSSL_CONF")
+}
+ok("OpenSSL configuration: \(configuration ?? "OpenSSL's default file (OPENSSL_CONF is not set)")")
+
+guard OSSL_PROVIDER_available(nil, "cloudhsm") == 1 else {
+    // Loading it here reproduces the failure the configuration swallowed.
+    ERR_clear_error()
+    _ = OSSL_PROVIDER_load(nil, "cloudhsm")
+    let modules = String(cString: OpenSSL_version(OPENSSL_MODULES_DIR))
+    fail(
+        "the cloudhsm provider is not loaded",
+        "set OPENSSL_CONF to a config that activates it (provider.cnf), and check its module path or \(modules)")
+}
+ok("provider cloudhsm is loaded")
+guard OSSL_PROVIDER_available(nil, "default") == 1 else {
+    fail("the default provider is not loaded", "activate it next to cloudhsm in the config (see provider.cnf)")
+}
+
+guard let file = BIO_new_file(keyPath, "r") else { fail("opening \(keyPath)", "") }
+let key = PEM_read_bio_PrivateKey(file, nil, nil, nil)
+BIO_free(file)
+guard let key else {
+    fail("loading \(keyPath)", "is it a fake PEM (-----BEGIN CLOUDHSM KEY REFERENCE-----) written by this project?")
+}
+let providerName = EVP_PKEY_get0_provider(key).map { String(cString: OSSL_PROVIDER_get0_name($0)) } ?? "legacy"
+guard providerName == "cloudhsm" else {
+    print("FAIL  \(keyPath) is a software key held by the \(providerName) provider, not an HSM key")
+    exit(1)
+}
+ok("\(keyPath): RSA \(EVP_PKEY_get_bits(key)) bit key held by the HSM cluster")
+
+let message = Array("cloudhsm_check test message".utf8)
+guard let signing = EVP_MD_CTX_new() else { fail("allocating", "") }
+var signature = [UInt8](repeating: 0, count: Int(EVP_PKEY_get_size(key)))
+var signatureLength = signature.count
+guard EVP_DigestSignInit_ex(signing, nil, "SHA256", nil, nil, key, nil) == 1,
+    EVP_DigestSign(signing, &signature, &signatureLength, message, message.count) == 1
+else {
+    fail("signing on the HSM cluster", "check the credentials (n3fips_password) and that the cluster is reachable")
+}
+EVP_MD_CTX_free(signing)
+ok("signed a test message on the HSM cluster (RSA PKCS#1 v1.5, SHA-256)")
+
+// Verify with a copy of the public key in a library context that has only the default
+// provider, so the check cannot pass through the provider under test.
+guard let verifierContext = OSSL_LIB_CTX_new(), OSSL_PROVIDER_load(verifierContext, "default") != nil else {
+    fail("setting up a default-only library context", "")
+}
+var spki: UnsafeMutablePointer<UInt8>?
+let spkiLength = i2d_PUBKEY(key, &spki)
+guard spkiLength > 0, let spki else { fail("exporting the public key", "") }
+var cursor: UnsafePointer<UInt8>? = UnsafePointer(spki)
+guard let publicKey = d2i_PUBKEY_ex(nil, &cursor, Int(spkiLength), verifierContext, nil) else {
+    fail("reading the public key into the default provider", "")
+}
+guard let verifying = EVP_MD_CTX_new(),
+    EVP_DigestVerifyInit_ex(verifying, nil, "SHA256", verifierContext, nil, publicKey, nil) == 1
+else { fail("starting verification", "") }
+guard EVP_DigestVerify(verifying, signature, signatureLength, message, message.count) == 1 else {
+    fail("verifying the HSM's signature with the default provider", "the key file does not match the HSM's key")
+}
+ok("signature verified by the default provider")
+print("cloudhsm_check: \(keyPath) works with the cloudhsm provider")
