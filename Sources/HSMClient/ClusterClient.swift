@@ -88,7 +88,8 @@ public final class ClusterClient: Sendable {
     public func login(_ credentials: Credentials) -> [NodeResult] {
         resetAfterFork()
         let request = HSMRequest.login(role: credentials.role, user: credentials.user, password: credentials.password)
-        let results = channels.map { NodeResult(node: $0.node, result: exchange(request, on: $0, relogin: nil).result) }
+        let exchanges = NodeChannel.exchangeAll(channels, request, credentials: nil, opener: opener)
+        let results = zip(channels, exchanges).map { NodeResult(node: $0.node, result: $1.result) }
         if results.contains(where: \.isSuccess) {
             savedCredentials.withLock { $0 = credentials }
         }
@@ -117,15 +118,13 @@ public final class ClusterClient: Sendable {
         return exchange(request, on: channel, relogin: credentials).result
     }
 
-    /// Sends `request` to every node, one after the other.
+    /// Sends `request` to every node at once (written to all before any answer is read).
     ///
     /// - Returns: one result per configured node, in order.
     public func broadcast(_ request: HSMRequest) -> [NodeResult] {
         resetAfterFork()
-        let credentials = self.credentials
-        return channels.map {
-            NodeResult(node: $0.node, result: exchange(request, on: $0, relogin: credentials).result)
-        }
+        let exchanges = NodeChannel.exchangeAll(channels, request, credentials: credentials, opener: opener)
+        return zip(channels, exchanges).map { NodeResult(node: $0.node, result: $1.result) }
     }
 
     /// Creates a key (or anything new) on the home node: the first node, in configuration
@@ -230,9 +229,14 @@ public final class ClusterClient: Sendable {
 
     private func exchange(_ request: HSMRequest, on channel: NodeChannel, relogin: Credentials?) -> NodeChannel.Exchange
     {
+        channel.exchange(request, credentials: relogin, opener: opener)
+    }
+
+    /// Opens a connection to a node with this client's TLS context and timeouts.
+    private var opener: NodeChannel.Opener {
         let tls = self.tls
         let configuration = self.configuration
-        return channel.exchange(request, credentials: relogin) { node in
+        return { node in
             try NodeConnection.open(
                 node: node, tls: tls, connectTimeoutMilliseconds: configuration.connectTimeoutMilliseconds,
                 operationTimeoutMilliseconds: configuration.operationTimeoutMilliseconds)

@@ -34,44 +34,105 @@ final class NodeChannel: Sendable {
     ///
     /// The channel's lock is held for the whole exchange: one request at a time per
     /// connection, as the protocol requires.
-    func exchange(_ request: HSMRequest, credentials: Credentials?, opener: (NodeAddress) throws -> NodeConnection)
-        -> Exchange
-    {
+    func exchange(_ request: HSMRequest, credentials: Credentials?, opener: Opener) -> Exchange {
         state.withLock { state -> Exchange in
-            // A stale idle connection (node restarted) fails on first use; an idempotent
-            // request is then worth one more try on a fresh connection.
-            for attempt in 0..<2 {
-                let ready = Self.prepare(&state, node: node, request: request, credentials: credentials, opener: opener)
-                let connection: NodeConnection
-                let isFresh: Bool
-                switch ready {
-                case .failure(let error): return Exchange(result: .failure(error), wasSent: false)
-                case .success(let prepared): (connection, isFresh) = prepared
-                }
-                do {
-                    let response = try connection.send(request)
-                    if response.code.isSuccess {
-                        switch request {
-                        case .login(let role, let user, let password):
-                            state.loggedInAs = Credentials(role: role, user: user, password: password)
-                        case .logout:
-                            state.loggedInAs = nil
-                        default: break
-                        }
-                        return Exchange(result: .success(response), wasSent: true)
-                    }
-                    return Exchange(result: .failure(HSMError(response.code, response.detail)), wasSent: true)
-                } catch {
-                    let hsmError = error as? HSMError ?? HSMError(.connectionLost, "\(error)")
-                    state.connection = nil
-                    state.loggedInAs = nil
-                    let retry =
-                        attempt == 0 && !isFresh && Self.mayRepeatOnFreshConnection(request)
-                        && hsmError.code == .connectionLost
-                    if !retry { return Exchange(result: .failure(hsmError), wasSent: true) }
-                }
+            let started = Self.start(&state, node: node, request: request, credentials: credentials, opener: opener)
+            return Self.complete(
+                &state, started, node: node, request: request, credentials: credentials, opener: opener)
+        }
+    }
+
+    typealias Opener = (NodeAddress) throws -> NodeConnection
+
+    /// Sends `request` to every channel at once: writes it on every connection before
+    /// waiting for the first answer, so the nodes work in parallel (a login's slow password
+    /// hash costs the slowest node's time, not the sum) without a thread.
+    ///
+    /// Holds the channels' locks together, always taken in array order, while single
+    /// exchanges hold one lock only: no deadlock.
+    static func exchangeAll(
+        _ channels: [NodeChannel], _ request: HSMRequest, credentials: Credentials?, opener: Opener
+    ) -> [Exchange] {
+        var results: [Exchange?] = Array(repeating: nil, count: channels.count)
+        func level(_ index: Int) {
+            guard index < channels.count else { return }
+            let channel = channels[index]
+            channel.state.withLock { state in
+                let started = start(
+                    &state, node: channel.node, request: request, credentials: credentials, opener: opener)
+                level(index + 1)
+                results[index] = complete(
+                    &state, started, node: channel.node, request: request, credentials: credentials, opener: opener)
             }
-            return Exchange(result: .failure(HSMError(.connectionLost, "\(node): retry failed")), wasSent: true)
+        }
+        level(0)
+        return results.map { $0! }
+    }
+
+    /// Where an exchange stands after its request was (or could not be) written.
+    enum Started {
+        case finished(Exchange)
+        case pending(NodeConnection, NodeConnection.PendingRequest, isFresh: Bool)
+    }
+
+    /// Opens (and logs in) as needed and writes the request.
+    private static func start(
+        _ state: inout State, node: NodeAddress, request: HSMRequest, credentials: Credentials?, opener: Opener
+    ) -> Started {
+        let connection: NodeConnection
+        let isFresh: Bool
+        switch prepare(&state, node: node, request: request, credentials: credentials, opener: opener) {
+        case .failure(let error): return .finished(Exchange(result: .failure(error), wasSent: false))
+        case .success(let prepared): (connection, isFresh) = prepared
+        }
+        do {
+            return .pending(connection, try connection.begin(request), isFresh: isFresh)
+        } catch {
+            state.connection = nil
+            state.loggedInAs = nil
+            let hsmError = error as? HSMError ?? HSMError(.connectionLost, "\(error)")
+            // Nothing reached the node when a reused connection failed to write.
+            if !isFresh && mayRepeatOnFreshConnection(request) {
+                return start(&state, node: node, request: request, credentials: credentials, opener: opener)
+            }
+            return .finished(Exchange(result: .failure(hsmError), wasSent: true))
+        }
+    }
+
+    /// Reads the answer and records what it changed (who is logged in).
+    private static func complete(
+        _ state: inout State, _ started: Started, node: NodeAddress, request: HSMRequest, credentials: Credentials?,
+        opener: Opener, mayRetry: Bool = true
+    ) -> Exchange {
+        guard case .pending(let connection, let pending, let isFresh) = started else {
+            if case .finished(let exchange) = started { return exchange }
+            fatalError("unreachable")
+        }
+        do {
+            let response = try connection.finish(pending)
+            guard response.code.isSuccess else {
+                return Exchange(result: .failure(HSMError(response.code, response.detail)), wasSent: true)
+            }
+            switch request {
+            case .login(let role, let user, let password):
+                state.loggedInAs = Credentials(role: role, user: user, password: password)
+            case .logout:
+                state.loggedInAs = nil
+            default: break
+            }
+            return Exchange(result: .success(response), wasSent: true)
+        } catch {
+            let hsmError = error as? HSMError ?? HSMError(.connectionLost, "\(error)")
+            state.connection = nil
+            state.loggedInAs = nil
+            // A stale idle connection (the node restarted or closed it) fails on first
+            // use; some requests are worth one more try on a fresh connection.
+            guard mayRetry, !isFresh, hsmError.code == .connectionLost, mayRepeatOnFreshConnection(request) else {
+                return Exchange(result: .failure(hsmError), wasSent: true)
+            }
+            let again = start(&state, node: node, request: request, credentials: credentials, opener: opener)
+            return complete(
+                &state, again, node: node, request: request, credentials: credentials, opener: opener, mayRetry: false)
         }
     }
 
@@ -89,7 +150,7 @@ final class NodeChannel: Sendable {
     /// opened just now.
     private static func prepare(
         _ state: inout State, node: NodeAddress, request: HSMRequest, credentials: Credentials?,
-        opener: (NodeAddress) throws -> NodeConnection
+        opener: Opener
     ) -> Result<(NodeConnection, Bool), HSMError> {
         if let existing = state.connection, !existing.isUsable {
             // Broken, or inherited across fork: never write on it.

@@ -50,12 +50,25 @@ public final class NodeConnection {
     /// True when this process opened the connection and it has not failed.
     public var isUsable: Bool { !isBroken && ownerPID == getpid() }
 
+    /// A request written and not yet answered.
+    public struct PendingRequest {
+        let operation: CloudHSMCore.Operation
+        let requestID: UInt32
+    }
+
     /// Sends one request and waits for its answer.
     ///
     /// - Returns: the node's response, whatever its return code.
     /// - Throws: `HSMError` with a client-side code when the node could not be asked or
     ///   did not answer properly; the connection is then broken and closed.
     public func send(_ request: HSMRequest) throws -> HSMResponse {
+        try finish(try begin(request))
+    }
+
+    /// Writes a request without waiting, so that several nodes can work on one request at
+    /// the same time (a login hashes slowly on every node). One request at a time per
+    /// connection: `finish` it before the next `begin`.
+    public func begin(_ request: HSMRequest) throws -> PendingRequest {
         guard ownerPID == getpid() else {
             throw HSMError(
                 .connectionLost, "connection to \(node) belongs to process \(ownerPID), not \(getpid()) (forked)")
@@ -67,6 +80,18 @@ public final class NodeConnection {
         do {
             try connection.writeFrame(
                 Frame(operation: operation.rawValue, requestID: requestID, payload: request.encodedPayload()))
+        } catch {
+            breakConnection()
+            throw Self.mapTransferError(error, node: node, timeout: operationTimeoutMilliseconds)
+        }
+        return PendingRequest(operation: operation, requestID: requestID)
+    }
+
+    /// Waits for the answer to the request `begin` wrote.
+    public func finish(_ pending: PendingRequest) throws -> HSMResponse {
+        let operation = pending.operation
+        let requestID = pending.requestID
+        do {
             let frame = try connection.readFrame()
             guard frame.operation == operation.rawValue | Frame.responseBit, frame.requestID == requestID else {
                 // A node that rejects a frame answers with what it could parse; take its

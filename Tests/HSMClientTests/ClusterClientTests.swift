@@ -123,6 +123,13 @@ final class ClusterClientTests: XCTestCase {
         XCTAssertEqual(nodes[0].withState { $0.loginCount }, 2)
     }
 
+    func testLoginAsksEveryNodeAtOnce() throws {
+        let barrier = LoginBarrier(parties: 2)
+        for node in nodes { node.withState { $0.loginBarrier = barrier } }
+        let client = try makeClient()
+        XCTAssertEqual(client.login(role: .cryptoUser, user: "cu", password: "pw").map(\.code), [.success, .success])
+    }
+
     func testLoginAgainAfterTheNodeClosedTheConnection() throws {
         let client = try makeClient()
         _ = client.login(role: .cryptoUser, user: "cu", password: "nope")

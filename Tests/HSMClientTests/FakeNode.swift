@@ -73,6 +73,10 @@ final class FakeNode: @unchecked Sendable {
 
     var port: UInt16 { listener.port }
 
+    /// When set, a login waits (up to 5 s) until every node sharing the barrier has
+    /// received one, and fails otherwise: proves the client asks the nodes in parallel.
+    var loginBarrier: LoginBarrier?
+
     init(nodeID: Int, pki: TestPKI, crypto: CryptoContext, clusterID: String = "test-cluster") throws {
         self.nodeID = nodeID
         self.clusterID = clusterID
@@ -126,6 +130,14 @@ final class FakeNode: @unchecked Sendable {
             let response: HSMResponse
             do {
                 let request = try HSMRequest.decode(operation: frame.operation, payload: frame.payload)
+                if case .login = request, let barrier = lock.withLock({ loginBarrier }), !barrier.arriveAndWait() {
+                    response = .failure(HSMError(.internalError, "the other nodes' logins did not arrive in time"))
+                    try? connection.writeFrame(
+                        Frame(
+                            operation: frame.operation | Frame.responseBit, requestID: frame.requestID,
+                            payload: response.encodedPayload()))
+                    continue
+                }
                 response = lock.withLock { handle(request, user: &user, sessionKeys: &sessionKeys) }
             } catch {
                 response = .failure(HSMError(.invalidRequest, "\(error)"))
@@ -253,5 +265,26 @@ final class FakeNode: @unchecked Sendable {
         default:
             return fail(.invalidRequest, "not implemented by the fake node")
         }
+    }
+}
+
+final class LoginBarrier: @unchecked Sendable {
+    private let condition = NSCondition()
+    private let parties: Int
+    private var arrived = 0
+
+    init(parties: Int) { self.parties = parties }
+
+    /// True when all parties arrived within five seconds.
+    func arriveAndWait() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        arrived += 1
+        condition.broadcast()
+        let deadline = Date().addingTimeInterval(5)
+        while arrived < parties {
+            if !condition.wait(until: deadline) { return false }
+        }
+        return true
     }
 }
