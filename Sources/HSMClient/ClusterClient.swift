@@ -96,6 +96,13 @@ public final class ClusterClient: Sendable {
         return results
     }
 
+    /// Remembers credentials without contacting any node: each node's connection logs in
+    /// with them on first use. For the provider, which must not touch the network before
+    /// the host forks (nginx loads keys in its master process).
+    public func useCredentials(_ credentials: Credentials) {
+        savedCredentials.withLock { $0 = credentials }
+    }
+
     /// Logs out on every node with a logged-in connection; nodes without one report
     /// success (there is nothing to log out). Forgets the saved credentials.
     public func logout() -> [NodeResult] {

@@ -123,6 +123,19 @@ final class ClusterClientTests: XCTestCase {
         XCTAssertEqual(nodes[0].withState { $0.loginCount }, 2)
     }
 
+    func testCredentialsWithoutLoginLogInOnFirstUse() throws {
+        let client = try makeClient()
+        client.useCredentials(Credentials(user: "cu", password: "pw"))
+        XCTAssertEqual(nodes[0].withState { $0.connectionCount }, 0, "nothing is opened before first use")
+        XCTAssertNoThrow(try client.send(.findKeys(KeyFilter()), to: 0).get())
+        XCTAssertEqual(nodes[0].withState { $0.loginCount }, 1)
+        XCTAssertEqual(nodes[1].withState { $0.connectionCount }, 0)
+
+        client.useCredentials(Credentials(user: "cu", password: "wrong"))
+        let other = client.send(.findKeys(KeyFilter()), to: 1)
+        XCTAssertEqual(code(other), .loginFailed)
+    }
+
     func testLoginAsksEveryNodeAtOnce() throws {
         let barrier = LoginBarrier(parties: 2)
         for node in nodes { node.withState { $0.loginBarrier = barrier } }
