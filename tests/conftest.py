@@ -210,3 +210,23 @@ def cluster(tmp_path_factory, bin_dir):
 @pytest.fixture(scope="session")
 def openssl():
     return _openssl
+
+
+@pytest.fixture(autouse=True)
+def _nodes_survive(request):
+    """After each test that uses a cluster: every node must still run. A node that died
+    is restarted (so the next test starts clean) and this test is reported as the one
+    that killed it, with the end of the node's log."""
+    yield
+    if "cluster" not in request.fixturenames:
+        return
+    c = request.getfixturevalue("cluster")
+    dead = [n for n in range(NODES) if c.pid(n) is None]
+    if not dead:
+        return
+    logs = "\n".join(f"--- node {n} log (end):\n{c.log(n)[-4000:]}" for n in dead)
+    try:
+        c.restart()
+    except AssertionError as e:
+        logs += f"\nrestart failed too: {e}"
+    pytest.fail(f"node(s) {dead} died during this test (tests that kill nodes restart them)\n{logs}")
