@@ -239,9 +239,12 @@ class KmuSession:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def expect(self, pattern: str, timeout: float = TOOL_TIMEOUT) -> re.Match:
-        """Waits for a line (after the last expected one) matching pattern."""
+    def expect(self, pattern: str, timeout: float = TOOL_TIMEOUT,
+               fail_on: str | None = r"HSM Error: |^Error: ") -> re.Match:
+        """Waits for a line (after the last expected one) matching pattern; a line
+        matching fail_on first fails at once."""
         rx = re.compile(pattern)
+        bad = re.compile(fail_on) if fail_on else None
         deadline = time.monotonic() + timeout
         while True:
             while self.pos < len(self.lines):
@@ -250,6 +253,8 @@ class KmuSession:
                 m = rx.search(line)
                 if m:
                     return m
+                if bad and bad.search(line):
+                    raise AssertionError(f"/{line}/ before /{pattern}/; transcript:\n{self.transcript}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"no line matching /{pattern}/ within {timeout}s; transcript:\n{self.transcript}")
