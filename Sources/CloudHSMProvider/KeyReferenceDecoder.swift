@@ -18,11 +18,13 @@ enum KeyReferenceDecoder {
 
     typealias DecodeFunction =
         @convention(c) (
-            UnsafeMutableRawPointer?, OpaquePointer?, Int32, OSSL_CALLBACK?, UnsafeMutableRawPointer?,
-            OSSL_PASSPHRASE_CALLBACK?, UnsafeMutableRawPointer?
+            UnsafeMutableRawPointer?, OpaquePointer?, Int32, DataCallback?, UnsafeMutableRawPointer?,
+            UnsafeMutableRawPointer?, UnsafeMutableRawPointer?
         ) -> Int32
 
-    /// PEM to DER, for our label only.
+    /// Our PEM block to DER, for the next decoder. No structure name on the output: the
+    /// file: store's chain passes on only unstructured DER (and the default provider's
+    /// PEM decoder ignores labels it does not know, such as ours).
     static let decodePEM: DecodeFunction = { _, input, _, callback, argument, _, _ in
         guard let callback, let bytes = core.readAll(input) else { return 1 }
         let text = String(decoding: bytes, as: UTF8.self)
@@ -37,24 +39,37 @@ enum KeyReferenceDecoder {
         var objectType = Int32(OSSL_OBJECT_PKEY)
         return der.withUnsafeBytes { raw in
             var params = [
-                OSSL_PARAM_construct_int("type", &objectType),
+                OSSL_PARAM_construct_int(cString("type"), &objectType),
                 OSSL_PARAM_construct_utf8_string(
-                    "data-structure", UnsafeMutablePointer(mutating: cString(structureName)), 0),
-                OSSL_PARAM_construct_utf8_string("data-type", UnsafeMutablePointer(mutating: cString("RSA")), 0),
+                    cString("data-type"), UnsafeMutablePointer(mutating: cString("RSA")), 0),
                 OSSL_PARAM_construct_octet_string(
-                    "data", UnsafeMutableRawPointer(mutating: raw.baseAddress), raw.count),
+                    cString("data"), UnsafeMutableRawPointer(mutating: raw.baseAddress), raw.count),
                 OSSL_PARAM_construct_end(),
             ]
             return callback(&params, argument)
         }
     }
 
-    /// DER to a key object, handed to our keymgmt's `load` by reference.
+    /// DER to a key object.
     static let decodeDER: DecodeFunction = { _, input, _, callback, argument, _, _ in
         guard let callback, let der = core.readAll(input), looksLikeKeyReference(der) else { return 1 }
+        let reference: KeyReference
+        do {
+            reference = try KeyReference(der: der)
+        } catch {
+            raise(ProviderError(.malformedKeyReference, "\(error)"))
+            return 0
+        }
+        return emit(reference, callback, argument)
+    }
+
+    /// Hands a new key object to libcrypto by reference; our keymgmt's `load` takes it.
+    private static func emit(_ reference: KeyReference, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
+        -> Int32
+    {
         let key: ProviderKey
         do {
-            key = try ProviderKey(reference: try KeyReference(der: der), library: try runtime.library())
+            key = try ProviderKey(reference: reference, library: try runtime.library())
         } catch let error as ProviderError {
             raise(error)
             return 0
@@ -65,14 +80,18 @@ enum KeyReferenceDecoder {
         var slot: UnsafeMutableRawPointer? = retainedPointer(KeyHolder(key))
         defer { if let left = slot { releasePointer(left, as: KeyHolder.self) } }
         var objectType = Int32(OSSL_OBJECT_PKEY)
+        let handle = reference.handle
         return withUnsafeMutableBytes(of: &slot) { reference in
             var params = [
-                OSSL_PARAM_construct_int("type", &objectType),
-                OSSL_PARAM_construct_utf8_string("data-type", UnsafeMutablePointer(mutating: cString("RSA")), 0),
-                OSSL_PARAM_construct_octet_string("reference", reference.baseAddress, reference.count),
+                OSSL_PARAM_construct_int(cString("type"), &objectType),
+                OSSL_PARAM_construct_utf8_string(
+                    cString("data-type"), UnsafeMutablePointer(mutating: cString("RSA")), 0),
+                OSSL_PARAM_construct_octet_string(cString("reference"), reference.baseAddress, reference.count),
                 OSSL_PARAM_construct_end(),
             ]
-            return callback(&params, argument)
+            let accepted = callback(&params, argument)
+            trace("decoder: key handle \(handle) passed on, accepted=\(accepted)")
+            return accepted
         }
     }
 
@@ -88,14 +107,14 @@ enum KeyReferenceDecoder {
     }
 
     static let pemDispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_DECODER_NEWCTX, newContext),
-        DispatchEntry(OSSL_FUNC_DECODER_FREECTX, freeContext),
-        DispatchEntry(OSSL_FUNC_DECODER_DECODE, decodePEM),
+        DispatchEntry(OSSL_FUNC_DECODER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_DECODER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_DECODER_DECODE, unsafeBitCast(decodePEM, to: GenericFunction.self)),
     ])
 
     static let derDispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_DECODER_NEWCTX, newContext),
-        DispatchEntry(OSSL_FUNC_DECODER_FREECTX, freeContext),
-        DispatchEntry(OSSL_FUNC_DECODER_DECODE, decodeDER),
+        DispatchEntry(OSSL_FUNC_DECODER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_DECODER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_DECODER_DECODE, unsafeBitCast(decodeDER, to: GenericFunction.self)),
     ])
 }

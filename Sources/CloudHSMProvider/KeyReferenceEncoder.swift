@@ -23,7 +23,7 @@ enum KeyReferenceEncoder {
     typealias EncodeFunction =
         @convention(c) (
             UnsafeMutableRawPointer?, OpaquePointer?, UnsafeRawPointer?, UnsafePointer<OSSL_PARAM>?, Int32,
-            OSSL_PASSPHRASE_CALLBACK?, UnsafeMutableRawPointer?
+            UnsafeMutableRawPointer?, UnsafeMutableRawPointer?
         ) -> Int32
 
     static let encodePEM: EncodeFunction = { _, output, keydata, _, _, _, _ in
@@ -69,16 +69,17 @@ enum KeyReferenceEncoder {
     }
 
     static let pemDispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_ENCODER_NEWCTX, newContext),
-        DispatchEntry(OSSL_FUNC_ENCODER_FREECTX, freeContext),
-        DispatchEntry(OSSL_FUNC_ENCODER_DOES_SELECTION, doesPrivateKeySelection),
-        DispatchEntry(OSSL_FUNC_ENCODER_ENCODE, encodePEM),
+        DispatchEntry(OSSL_FUNC_ENCODER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ENCODER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_ENCODER_DOES_SELECTION, unsafeBitCast(doesPrivateKeySelection, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ENCODER_ENCODE, unsafeBitCast(encodePEM, to: GenericFunction.self)),
     ])
 
     static let textDispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_ENCODER_NEWCTX, newContext),
-        DispatchEntry(OSSL_FUNC_ENCODER_FREECTX, freeContext),
-        DispatchEntry(OSSL_FUNC_ENCODER_DOES_SELECTION, doesAnySelection),
-        DispatchEntry(OSSL_FUNC_ENCODER_ENCODE, encodeText),
+        DispatchEntry(OSSL_FUNC_ENCODER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ENCODER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ENCODER_DOES_SELECTION, unsafeBitCast(doesAnySelection, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ENCODER_ENCODE, unsafeBitCast(encodeText, to: GenericFunction.self)),
     ])
 }

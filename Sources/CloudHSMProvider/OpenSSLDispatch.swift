@@ -5,15 +5,22 @@ import COpenSSL
 
 typealias GenericFunction = @convention(c) () -> Void
 
+/// OSSL_CALLBACK. Declared here: the imported C typedef (a function type, not a pointer
+/// type) does not behave as a plain C function pointer in Swift.
+typealias DataCallback = @convention(c) (UnsafePointer<OSSL_PARAM>?, UnsafeMutableRawPointer?) -> Int32
+
 /// One entry of a dispatch table: a function id and a C function of any signature.
+///
+/// Built with `DispatchEntry(id, unsafeBitCast(function, to: GenericFunction.self))` at the
+/// call site: passing a C function pointer through a generic parameter makes Swift
+/// re-abstract it into something that is no longer a plain C function pointer.
 struct DispatchEntry {
     let id: Int32
     let function: GenericFunction
 
-    init<F>(_ id: Int32, _ function: F) {
-        precondition(MemoryLayout<F>.size == MemoryLayout<GenericFunction>.size, "not a C function pointer")
+    init(_ id: Int32, _ function: GenericFunction) {
         self.id = id
-        self.function = unsafeBitCast(function, to: GenericFunction.self)
+        self.function = function
     }
 }
 

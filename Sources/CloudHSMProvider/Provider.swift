@@ -83,11 +83,11 @@ public func OSSL_provider_init(
 }
 
 private let providerDispatch = dispatchTable([
-    DispatchEntry(OSSL_FUNC_PROVIDER_TEARDOWN, teardown),
-    DispatchEntry(OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, gettableParams),
-    DispatchEntry(OSSL_FUNC_PROVIDER_GET_PARAMS, getParams),
-    DispatchEntry(OSSL_FUNC_PROVIDER_QUERY_OPERATION, queryOperation),
-    DispatchEntry(OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, getReasonStrings),
+    DispatchEntry(OSSL_FUNC_PROVIDER_TEARDOWN, unsafeBitCast(teardown, to: GenericFunction.self)),
+    DispatchEntry(OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, unsafeBitCast(gettableParams, to: GenericFunction.self)),
+    DispatchEntry(OSSL_FUNC_PROVIDER_GET_PARAMS, unsafeBitCast(getParams, to: GenericFunction.self)),
+    DispatchEntry(OSSL_FUNC_PROVIDER_QUERY_OPERATION, unsafeBitCast(queryOperation, to: GenericFunction.self)),
+    DispatchEntry(OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, unsafeBitCast(getReasonStrings, to: GenericFunction.self)),
 ])
 
 /// Teardown runs in every process that exits (nginx's master, each worker, `nginx -t`):

@@ -3,6 +3,7 @@
 // callbacks do not receive the provider context but still need them.
 
 import COpenSSL
+import Glibc
 
 typealias CoreGetParams = @convention(c) (OpaquePointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
 typealias CoreNewError = @convention(c) (OpaquePointer?) -> Void
@@ -102,4 +103,13 @@ func raise(_ error: ProviderError, file: StaticString = #fileID, line: UInt = #l
     newError(core.handle)
     core.setErrorDebug?(core.handle, cString(file), Int32(line), cString(function))
     cshim_vset_error(vsetError, core.handle, error.reason.rawValue, error.message)
+}
+
+/// Set CLOUDHSM_PROVIDER_TRACE=1 to see, on stderr, which provider functions OpenSSL
+/// calls and what they answer: the quickest way to see why a key does not load.
+let traceEnabled: Bool = getenv("CLOUDHSM_PROVIDER_TRACE") != nil
+
+@inline(__always) func trace(_ message: @autoclosure () -> String) {
+    guard traceEnabled else { return }
+    fputs("cloudhsm[\(getpid())]: \(message())\n", stderr)
 }

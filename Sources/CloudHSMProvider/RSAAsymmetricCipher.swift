@@ -260,17 +260,19 @@ enum RSAAsymmetricCipher {
         }
 
     static let dispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_NEWCTX, newContext),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_FREECTX, freeContext),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_DUPCTX, duplicateContext),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_ENCRYPT_INIT, encryptInit),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_ENCRYPT, encrypt),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_DECRYPT_INIT, decryptInit),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_DECRYPT, decrypt),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_GET_CTX_PARAMS, getContextParams),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_GETTABLE_CTX_PARAMS, gettableContextParams),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_SET_CTX_PARAMS, setContextParams),
-        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_SETTABLE_CTX_PARAMS, settableContextParams),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_DUPCTX, unsafeBitCast(duplicateContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_ENCRYPT_INIT, unsafeBitCast(encryptInit, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_ENCRYPT, unsafeBitCast(encrypt, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_DECRYPT_INIT, unsafeBitCast(decryptInit, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_DECRYPT, unsafeBitCast(decrypt, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_GET_CTX_PARAMS, unsafeBitCast(getContextParams, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_ASYM_CIPHER_GETTABLE_CTX_PARAMS, unsafeBitCast(gettableContextParams, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_ASYM_CIPHER_SET_CTX_PARAMS, unsafeBitCast(setContextParams, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_ASYM_CIPHER_SETTABLE_CTX_PARAMS, unsafeBitCast(settableContextParams, to: GenericFunction.self)),
     ])
 }
 

@@ -34,6 +34,7 @@ enum RSAKeyManagement {
 
     /// Takes the key object the decoder passed by reference, and its ownership.
     static let load: @convention(c) (UnsafeRawPointer?, Int) -> UnsafeMutableRawPointer? = { reference, size in
+        trace("keymgmt load (reference of \(size) bytes)")
         guard let reference, size == MemoryLayout<UnsafeMutableRawPointer?>.size else { return nil }
         let slot = UnsafeMutableRawPointer(mutating: reference).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
         let holder = slot.pointee
@@ -43,6 +44,7 @@ enum RSAKeyManagement {
 
     static let has: @convention(c) (UnsafeRawPointer?, Int32) -> Int32 = { keydata, selection in
         let key = object(UnsafeMutableRawPointer(mutating: keydata), as: KeyHolder.self)?.key
+        trace("keymgmt has selection=0x\(String(selection, radix: 16)) hsm=\(key?.isHSMKey ?? false)")
         if selection & selectPrivate != 0, key?.isHSMKey != true { return 0 }
         if selection & selectPublic != 0, key == nil { return 0 }
         // RSA has no domain parameters; answering 0 would fail SSL_CTX_use_cert_and_key.
@@ -82,7 +84,7 @@ enum RSAKeyManagement {
     }
 
     static let exportKey:
-        @convention(c) (UnsafeMutableRawPointer?, Int32, OSSL_CALLBACK?, UnsafeMutableRawPointer?) -> Int32 = {
+        @convention(c) (UnsafeMutableRawPointer?, Int32, DataCallback?, UnsafeMutableRawPointer?) -> Int32 = {
             keydata, selection, callback, argument in
             guard let key = object(keydata, as: KeyHolder.self)?.key, let callback else { return 0 }
             if selection & selectPrivate != 0, key.isHSMKey { return 0 }
@@ -145,7 +147,7 @@ enum RSAKeyManagement {
         }
 
     static let generate:
-        @convention(c) (UnsafeMutableRawPointer?, OSSL_CALLBACK?, UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? =
+        @convention(c) (UnsafeMutableRawPointer?, DataCallback?, UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? =
             {
                 context, _, _ in
                 guard let context = object(context, as: KeyGenerationContext.self) else { return nil }
@@ -192,36 +194,38 @@ enum RSAKeyManagement {
     }
 
     static let dispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_KEYMGMT_NEW, new),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_FREE, free),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_LOAD, load),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_HAS, has),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_MATCH, match),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_IMPORT, importKey),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_IMPORT_TYPES, importTypes),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_EXPORT, exportKey),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_EXPORT_TYPES, exportTypes),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GET_PARAMS, getParams),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, gettableParams),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, queryOperationName),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_DUP, duplicate),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_INIT, generationInit),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, generationSetParams),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, generationSettableParams),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN, generate),
-        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_CLEANUP, generationCleanup),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_NEW, unsafeBitCast(new, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_FREE, unsafeBitCast(free, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_LOAD, unsafeBitCast(load, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_HAS, unsafeBitCast(has, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_MATCH, unsafeBitCast(match, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_IMPORT, unsafeBitCast(importKey, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_IMPORT_TYPES, unsafeBitCast(importTypes, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_EXPORT, unsafeBitCast(exportKey, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_EXPORT_TYPES, unsafeBitCast(exportTypes, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_GET_PARAMS, unsafeBitCast(getParams, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, unsafeBitCast(gettableParams, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, unsafeBitCast(queryOperationName, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_DUP, unsafeBitCast(duplicate, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_INIT, unsafeBitCast(generationInit, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, unsafeBitCast(generationSetParams, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, unsafeBitCast(generationSettableParams, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN, unsafeBitCast(generate, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_KEYMGMT_GEN_CLEANUP, unsafeBitCast(generationCleanup, to: GenericFunction.self)),
     ])
 }
 
 /// Hands n and e to an export callback as BIGNUM parameters.
-func exportPublicParams(_ key: ProviderKey, _ callback: OSSL_CALLBACK, _ argument: UnsafeMutableRawPointer?) -> Int32 {
+func exportPublicParams(_ key: ProviderKey, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?) -> Int32 {
     guard let builder = OSSL_PARAM_BLD_new() else { return 0 }
     defer { OSSL_PARAM_BLD_free(builder) }
     guard let n = BN_bin2bn(key.modulus, Int32(key.modulus.count), nil) else { return 0 }
     defer { BN_free(n) }
     guard let e = BN_bin2bn(key.publicExponent, Int32(key.publicExponent.count), nil) else { return 0 }
     defer { BN_free(e) }
-    guard OSSL_PARAM_BLD_push_BN(builder, "n", n) == 1, OSSL_PARAM_BLD_push_BN(builder, "e", e) == 1,
+    guard OSSL_PARAM_BLD_push_BN(builder, cString("n"), n) == 1, OSSL_PARAM_BLD_push_BN(builder, cString("e"), e) == 1,
         let params = OSSL_PARAM_BLD_to_param(builder)
     else { return 0 }
     defer { OSSL_PARAM_free(params) }

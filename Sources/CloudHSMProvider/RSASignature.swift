@@ -447,7 +447,7 @@ enum RSASignature {
         var buffer = [UInt8](repeating: 0, count: 256)
         return buffer.withUnsafeMutableBytes { raw -> [UInt8]? in
             var params = [
-                OSSL_PARAM_construct_octet_string("algorithm-id", raw.baseAddress, raw.count),
+                OSSL_PARAM_construct_octet_string(cString("algorithm-id"), raw.baseAddress, raw.count),
                 OSSL_PARAM_construct_end(),
             ]
             guard EVP_PKEY_CTX_get_params(shadow, &params) == 1 else { return nil }
@@ -458,22 +458,28 @@ enum RSASignature {
     }
 
     static let dispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_SIGNATURE_NEWCTX, newContext),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_FREECTX, freeContext),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DUPCTX, duplicateContext),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_SIGN_INIT, signInit),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_SIGN, sign),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_VERIFY_INIT, verifyInit),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_VERIFY, verify),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, digestSignInit),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, digestSignUpdate),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, digestSignFinal),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, digestVerifyInit),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, digestVerifyUpdate),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, digestVerifyFinal),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, getContextParams),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, gettableContextParams),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, setContextParams),
-        DispatchEntry(OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, settableContextParams),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_DUPCTX, unsafeBitCast(duplicateContext, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_SIGN_INIT, unsafeBitCast(signInit, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_SIGN, unsafeBitCast(sign, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_VERIFY_INIT, unsafeBitCast(verifyInit, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_VERIFY, unsafeBitCast(verify, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, unsafeBitCast(digestSignInit, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, unsafeBitCast(digestSignUpdate, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, unsafeBitCast(digestSignFinal, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, unsafeBitCast(digestVerifyInit, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, unsafeBitCast(digestVerifyUpdate, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, unsafeBitCast(digestVerifyFinal, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, unsafeBitCast(getContextParams, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, unsafeBitCast(gettableContextParams, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, unsafeBitCast(setContextParams, to: GenericFunction.self)),
+        DispatchEntry(
+            OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, unsafeBitCast(settableContextParams, to: GenericFunction.self)),
     ])
 }
