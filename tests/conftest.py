@@ -212,6 +212,16 @@ def openssl():
     return _openssl
 
 
+def crash_excerpt(log: str) -> str:
+    """The crash line and the crashed thread's frames of a Swift backtrace, else the tail."""
+    lines = log.splitlines()
+    out = [l for l in lines if "crashed:" in l and "***" in l][-1:]
+    for i, line in enumerate(lines):
+        if re.match(r"^Thread \d+ crashed:", line):
+            out = out + lines[i : i + 14]
+    return "\n".join(out) if out else "\n".join(lines[-40:])
+
+
 @pytest.fixture(autouse=True)
 def _nodes_survive(request):
     """After each test that uses a cluster: every node must still run. A node that died
@@ -224,7 +234,7 @@ def _nodes_survive(request):
     dead = [n for n in range(NODES) if c.pid(n) is None]
     if not dead:
         return
-    logs = "\n".join(f"--- node {n} log (end):\n{c.log(n)[-4000:]}" for n in dead)
+    logs = "\n".join(f"--- node {n} log:\n{crash_excerpt(c.log(n))}" for n in dead)
     try:
         c.restart()
     except AssertionError as e:

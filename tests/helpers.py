@@ -125,12 +125,17 @@ def returned(text: str, function: str) -> int:
 
 
 def found_keys(text: str) -> tuple[int, list[int]]:
-    """findKey's count and handles."""
-    m = re.search(r"Total number of keys present: (\d+)\n(.*)\n", text)
+    """findKey's count and handles (the comma-separated line after the count)."""
+    m = re.search(r"Total number of keys present: (\d+)\n", text)
     assert m, f"no findKey result in:\n{text}"
     count = int(m.group(1))
-    line = m.group(2).strip()
-    handles = [int(h) for h in re.findall(r"\d+", line)] if count and not line.startswith("Cfm3") else []
+    handles: list[int] = []
+    for line in text[m.end():].splitlines():
+        if line.startswith(("Cfm3FindKey", "Cluster Error Status", "Command:")):
+            break
+        if re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*,?\s*", line):
+            handles = [int(h) for h in re.findall(r"\d+", line)]
+            break
     return count, handles
 
 
