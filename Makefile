@@ -17,6 +17,8 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 PYTHON ?= python3
 PYTEST_FLAGS ?= -v
+# What pytest runs, e.g. PYTEST_ARGS="tests/test_users.py -k create".
+PYTEST_ARGS ?= tests/
 
 # The build's bin directory, computed once and only when a recipe needs it.
 BIN = $(eval BIN := $$(shell $(SWIFT) build $(SWIFT_FLAGS) --show-bin-path))$(BIN)
@@ -82,7 +84,7 @@ swift-test: ## Only the Swift unit tests
 	$(SWIFT) test $(SWIFT_FLAGS)
 
 pytest: ## Only the pytest integration suite (needs `make build` first)
-	BIN_DIR="$(BIN)" $(PYTHON) -m pytest $(PYTEST_FLAGS) tests/
+	BIN_DIR="$(BIN)" $(PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
 
 clean: ## Stop the dev cluster and remove build output, cluster and demo state
 	-scripts/cluster.sh stop
