@@ -17,6 +17,8 @@
 #   START_TIMEOUT   seconds to wait for a node's "listening on" line (default 30)
 #   STOP_TIMEOUT    seconds between TERM and KILL (default 10)
 #   CRYPTO_USER     name of the crypto user created on first start (default crypto_user)
+#   HSMD_INIT_ARGS  extra arguments for `hsmd init`, HSMD_RUN_ARGS for `hsmd run`
+#                   (e.g. HSMD_RUN_ARGS="--workers 2 --queue 16"; split on spaces)
 #
 # After `start`, `. $CLUSTER_DIR/env` puts the tools on PATH and sets CLOUDHSM_CONFIG and
 # n3fips_password for key_mgmt_util.
@@ -184,7 +186,7 @@ init_nodes() {
             die "$CLUSTER_DIR/node$n exists but has no master.key: a failed init? remove it and start again"
         log "initialising node $n (hsmd init, data in $CLUSTER_DIR/node$n)"
         if ! out="$("$HSMD" init --data-dir "$CLUSTER_DIR/node$n" --node-id "$n" \
-            --cluster-id "$CLUSTER_ID" --co-password "$co_pw" 2>&1)"; then
+            --cluster-id "$CLUSTER_ID" --co-password "$co_pw" ${HSMD_INIT_ARGS:-} 2>&1)"; then
             printf '%s\n' "$out" >&2
             die "hsmd init failed for node $n"
         fi
@@ -216,7 +218,7 @@ start_node() {
     offset=$(($(stat -c %s "$logf") + 1))
     # setsid + nohup: the node outlives make and the terminal; stdin from /dev/null.
     setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "127.0.0.1:$port" \
-        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" \
+        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" ${HSMD_RUN_ARGS:-} \
         </dev/null >>"$logf" 2>&1 &
     pid=$!
     echo "$pid" >"$pidf"
