@@ -1,0 +1,130 @@
+// The `hsmd` command line: parsing into typed commands (testable without a process) and
+// running them. docs/architecture.md is the contract for these flags.
+
+import Foundation
+import OpenSSLKit
+
+public struct UsageError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+    init(_ message: String) { self.message = message }
+}
+
+public enum HSMDCommand: Equatable {
+    case help
+    case initialize(InitOptions)
+    case run(RunOptions)
+
+    public struct InitOptions: Equatable {
+        public var dataDirectory: String
+        public var nodeID: UInt8
+        public var clusterID: String
+        public var coPassword: String
+        public var passwordIterations: Int
+    }
+
+    public struct RunOptions: Equatable {
+        public var dataDirectory: String
+        public var host: String
+        public var port: UInt16
+        public var certificatePath: String
+        public var keyPath: String
+        public var caPath: String
+        public var workers: Int
+        public var queueLimit: Int
+        public var maxOperationsPerSecond: Double?
+        public var passwordIterations: Int?
+    }
+
+    public static let usage = """
+        usage:
+          hsmd init --data-dir DIR --node-id N --cluster-id ID --co-password PW
+                    [--password-iterations N]
+              Creates DIR (0700), the SQLite store, the 32-byte master key (DIR/master.key,
+              0600) and the crypto officer "admin" with password PW. Refuses an already
+              initialised DIR. N is 0...15.
+          hsmd run --data-dir DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE
+                   [--workers N] [--queue N] [--max-ops-per-second N] [--password-iterations N]
+              Serves TLS 1.3 on HOST:PORT (PORT 0 picks one) and prints
+              "hsmd node N listening on HOST:PORT" once it accepts connections.
+              --workers             threads doing RSA work (default: number of CPUs)
+              --queue               requests that may wait for a worker; beyond that the
+                                    node answers 0xbb throttled (default 64)
+              --max-ops-per-second  pace the workers to emulate fixed HSM capacity
+                                    (default: unlimited)
+          --password-iterations     PBKDF2-HMAC-SHA256 iterations for passwords set from
+                                    then on (default 100000; init stores it for the node,
+                                    run overrides it). Lower it only for tests.
+          hsmd --help
+        """
+
+    /// Parses the arguments after the program name.
+    public static func parse(_ arguments: [String]) throws -> HSMDCommand {
+        guard let verb = arguments.first else { throw UsageError("missing command: init or run") }
+        if ["-h", "--help", "help"].contains(verb) { return .help }
+        var flags: [String: String] = [:]
+        var rest = arguments.dropFirst()
+        while let flag = rest.popFirst() {
+            if flag == "-h" || flag == "--help" { return .help }
+            guard flag.hasPrefix("--") else { throw UsageError("unexpected argument '\(flag)'") }
+            guard let value = rest.popFirst() else { throw UsageError("\(flag) needs a value") }
+            guard flags[flag] == nil else { throw UsageError("\(flag) is given twice") }
+            flags[flag] = value
+        }
+        func take(_ name: String) throws -> String {
+            guard let value = flags.removeValue(forKey: name) else { throw UsageError("missing \(name)") }
+            guard !value.isEmpty else { throw UsageError("\(name) is empty") }
+            return value
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws -> Int? {
+            guard let text = flags.removeValue(forKey: name) else { return nil }
+            guard let value = Int(text), range.contains(value) else {
+                throw UsageError(
+                    "\(name) must be a whole number in \(range.lowerBound)...\(range.upperBound), not '\(text)'")
+            }
+            return value
+        }
+        let command: HSMDCommand
+        switch verb {
+        case "init":
+            guard let nodeID = try integer("--node-id", 0...15) else { throw UsageError("missing --node-id") }
+            command = .initialize(
+                InitOptions(
+                    dataDirectory: try take("--data-dir"), nodeID: UInt8(nodeID), clusterID: try take("--cluster-id"),
+                    coPassword: try take("--co-password"),
+                    passwordIterations: try integer("--password-iterations", 1...10_000_000)
+                        ?? NodeState.defaultPasswordIterations))
+        case "run":
+            let (host, port) = try parseListen(try take("--listen"))
+            var rate: Double? = nil
+            if let text = flags.removeValue(forKey: "--max-ops-per-second") {
+                guard let value = Double(text), value > 0, value.isFinite else {
+                    throw UsageError("--max-ops-per-second must be a positive number, not '\(text)'")
+                }
+                rate = value
+            }
+            command = .run(
+                RunOptions(
+                    dataDirectory: try take("--data-dir"), host: host, port: port, certificatePath: try take("--cert"),
+                    keyPath: try take("--key"), caPath: try take("--ca"),
+                    workers: try integer("--workers", 1...1024) ?? ProcessInfo.processInfo.activeProcessorCount,
+                    queueLimit: try integer("--queue", 0...1_000_000) ?? 64, maxOperationsPerSecond: rate,
+                    passwordIterations: try integer("--password-iterations", 1...10_000_000)))
+        default:
+            throw UsageError("unknown command '\(verb)': use init or run")
+        }
+        if let unknown = flags.keys.sorted().first { throw UsageError("unknown option \(unknown) for \(verb)") }
+        return command
+    }
+
+    /// `HOST:PORT`, `[v6]:PORT`.
+    static func parseListen(_ text: String) throws -> (String, UInt16) {
+        guard let colon = text.lastIndex(of: ":") else { throw UsageError("--listen needs HOST:PORT, not '\(text)'") }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = UInt16(text[text.index(after: colon)...]) else {
+            throw UsageError("--listen needs HOST:PORT with a port 0...65535, not '\(text)'")
+        }
+        return (host, port)
+    }
+}

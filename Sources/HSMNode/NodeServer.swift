@@ -1,0 +1,143 @@
+// The node's network face: TLS 1.3 over TCP, one thread per connection, one request at a
+// time per connection. Malformed input gets an "invalid request" answer and a close;
+// nothing a client sends can crash the node.
+
+import CloudHSMCore
+import Foundation
+import OpenSSLKit
+
+/// Writes one line to stderr. Never given key material or passwords.
+func logLine(_ message: String) {
+    FileHandle.standardError.write(Data(("hsmd: " + message + "\n").utf8))
+}
+
+public final class NodeServer: @unchecked Sendable {
+    // The listener, TLS context and handler are set once in init.
+    public let handler: RequestHandler
+    private let listener: TCPListener
+    private let tls: TLSContext
+    static let handshakeTimeoutMilliseconds = 10_000
+
+    public var port: UInt16 { listener.port }
+
+    public init(handler: RequestHandler, host: String, port: UInt16, tls: TLSContext) throws {
+        self.handler = handler
+        self.tls = tls
+        self.listener = try TCPListener(host: host, port: port)
+    }
+
+    /// Accepts connections until the listener is closed, each on its own thread.
+    public func serve() {
+        while true {
+            let socket: TCPSocket
+            do {
+                socket = try listener.accept()
+            } catch {
+                return  // closed for shutdown
+            }
+            let thread = Thread { [self] in self.serveConnection(socket) }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    public func stop() {
+        listener.close()
+    }
+
+    private func serveConnection(_ socket: TCPSocket) {
+        let peer = peerAddress(socket.descriptor)
+        let connection: TLSConnection
+        do {
+            connection = try TLSConnection.accept(
+                socket, context: tls, timeoutMilliseconds: Self.handshakeTimeoutMilliseconds)
+        } catch {
+            logLine("connection from \(peer): TLS handshake failed: \(error)")
+            socket.close()
+            return
+        }
+        connection.setTimeout(milliseconds: 0)
+        var session = handler.openSession()
+        logLine("connection \(session.id) open from \(peer)")
+        defer {
+            handler.closeSession(&session)
+            connection.close()
+        }
+        while true {
+            let frame: Frame
+            do {
+                frame = try connection.readFrame()
+            } catch TLSError.closed {
+                logLine("connection \(session.id) closed")
+                return
+            } catch let error as WireError {
+                reject(error, operation: 0, requestID: 0, connection, session)
+                return
+            } catch {
+                logLine("connection \(session.id) error: \(error)")
+                return
+            }
+            let response: Frame
+            switch answer(frame, session: &session) {
+            case .success(let frame):
+                response = frame
+            case .failure(let error):
+                reject(error, operation: frame.operation, requestID: frame.requestID, connection, session)
+                return
+            }
+            do {
+                try connection.writeFrame(response)
+            } catch {
+                logLine("connection \(session.id) error: \(error)")
+                return
+            }
+        }
+    }
+
+    /// The response frame, or why the frame is not a valid request.
+    func answer(_ frame: Frame, session: inout Session) -> Result<Frame, WireError> {
+        guard !frame.isResponse else { return .failure(.invalidValue("a response frame was sent as a request")) }
+        let request: HSMRequest
+        do {
+            request = try HSMRequest.decode(operation: frame.operation, payload: frame.payload)
+        } catch let error as WireError {
+            return .failure(error)
+        } catch {
+            return .failure(.invalidValue("\(error)"))
+        }
+        let response = handler.handle(request, session: &session)
+        return .success(
+            Frame(
+                operation: frame.operation | Frame.responseBit, requestID: frame.requestID,
+                payload: response.encodedPayload()))
+    }
+
+    private func reject(
+        _ error: WireError, operation: UInt8, requestID: UInt32, _ connection: TLSConnection, _ session: Session
+    ) {
+        logLine("connection \(session.id) sent a malformed frame (\(error)); closing")
+        let response = HSMResponse(code: .invalidRequest, detail: error.description)
+        try? connection.writeFrame(
+            Frame(operation: operation | Frame.responseBit, requestID: requestID, payload: response.encodedPayload()))
+    }
+
+    private func peerAddress(_ descriptor: Int32) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(descriptor, $0, &length) }
+        }
+        guard ok == 0 else { return "unknown" }
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let result = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo(
+                    $0, length, &host, socklen_t(host.count), &service, socklen_t(service.count),
+                    NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard result == 0 else { return "unknown" }
+        return String(cString: host) + ":" + String(cString: service)
+    }
+}

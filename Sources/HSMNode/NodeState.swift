@@ -1,0 +1,314 @@
+// Everything one HSM node holds: the store, the master key, the ready key objects and
+// the users. Request handling asks this layer; it knows nothing of sessions' rules.
+
+import CloudHSMCore
+import Foundation
+import OpenSSLKit
+
+/// One node's keys and users. Thread-safe: one lock guards the in-memory maps, the
+/// store has its own, and no lock is held during slow work (password hashing, RSA).
+public final class NodeState: @unchecked Sendable {
+    public static let version = "0.1.0"
+    public static let defaultPasswordIterations = 100_000
+    static let lockoutThreshold: UInt32 = 5
+
+    public let store: NodeStore
+    let context: CryptoContext
+    private let masterKey: [UInt8]
+    public var nodeID: UInt8 { store.metadata.nodeID }
+    public var clusterID: String { store.metadata.clusterID }
+    /// PBKDF2 iterations for passwords set from now on.
+    public let passwordIterations: Int
+
+    // Guarded by `lock`.
+    private let lock = NSLock()
+    private var tokenKeys: [KeyHandle: KeyObject] = [:]
+    private var sessionKeys: [KeyHandle: KeyObject] = [:]
+    private var nextSessionID: UInt64 = 1
+    private var signCount: UInt64 = 0
+    private var decryptCount: UInt64 = 0
+
+    /// Initialises a new node in `directory` (created 0700 if missing) with the crypto
+    /// officer "admin".
+    public static func initialize(
+        directory: String, nodeID: UInt8, clusterID: String, coPassword: String, passwordIterations: Int,
+        context: CryptoContext
+    ) throws {
+        guard nodeID <= 15 else { throw StoreError("node id \(nodeID) is out of range 0...15") }
+        guard !clusterID.isEmpty else { throw StoreError("the cluster id is empty") }
+        guard !coPassword.isEmpty else { throw StoreError("the crypto officer password is empty") }
+        guard passwordIterations >= 1 else { throw StoreError("password iterations must be at least 1") }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw StoreError("\(directory) exists and is not a directory") }
+            for name in [NodeStore.fileName, MasterKey.fileName]
+            where FileManager.default.fileExists(atPath: directory + "/" + name) {
+                throw StoreError("\(directory) is already initialised (it holds \(name))")
+            }
+        } else {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        _ = try MasterKey.create(directory: directory, context: context)
+        let store = try NodeStore.create(
+            directory: directory, nodeID: nodeID, clusterID: clusterID, passwordIterations: passwordIterations)
+        let salt = try SecureRandom.bytes(16, context: context)
+        let hash = try PasswordHash.pbkdf2SHA256(
+            password: Array(coPassword.utf8), salt: salt, iterations: passwordIterations, length: 32, context: context)
+        try store.apply(
+            userRecord: UserRecord(
+                id: 1, name: "admin", role: .cryptoOfficer, salt: salt, passwordHash: hash,
+                iterations: passwordIterations, failedLogins: 0, version: 1, isDeleted: false))
+    }
+
+    /// Opens an initialised node and makes every stored key ready for use.
+    ///
+    /// - Parameter passwordIterations: overrides the iterations chosen at init.
+    public init(directory: String, passwordIterations: Int? = nil, context: CryptoContext) throws {
+        let masterKey = try MasterKey.load(directory: directory)
+        let store = try NodeStore(directory: directory)
+        self.store = store
+        self.context = context
+        self.masterKey = masterKey
+        self.passwordIterations = passwordIterations ?? store.metadata.passwordIterations
+        for record in try store.keyRecords() where !record.isDeleted {
+            tokenKeys[record.handle] = try makeObject(record)
+        }
+        _ = try store.userRecords()  // a damaged user row is reported now, not at login
+    }
+
+    // MARK: Key objects
+
+    private func additionalData(_ handle: KeyHandle) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: handle >> (56 - 8 * UInt64($0))) }
+    }
+
+    /// Decrypts and parses a stored record once, at load.
+    private func makeObject(_ record: KeyRecord) throws -> KeyObject {
+        let attributes = KeyAttributes(
+            handle: record.handle, keyClass: record.keyClass, keyType: record.keyType, label: record.label,
+            owner: record.owner, isToken: true, isExtractable: record.isExtractable, sizeInBits: record.sizeInBits,
+            publicKeyInfo: record.publicKeyInfo)
+        let material: KeyMaterial
+        do {
+            switch record.keyClass {
+            case .publicKey:
+                material = .rsaPublic
+            case .privateKey, .secretKey:
+                let plaintext = try AESGCM.open(
+                    record.sealedMaterial, key: masterKey, additionalData: additionalData(record.handle),
+                    context: context)
+                if record.keyClass == .privateKey {
+                    material = .rsaPrivate(try RSAPrivateKey(der: plaintext, context: context))
+                } else {
+                    material = .secret(plaintext)
+                }
+            }
+        } catch {
+            throw StoreError(
+                "stored key \(record.handle) cannot be decrypted or parsed (wrong master key or damaged store): \(error)"
+            )
+        }
+        return KeyObject(attributes: attributes, material: material, version: record.version, sessionID: nil)
+    }
+
+    /// One new object to create: its attributes (handle filled in later) and material.
+    struct NewKey {
+        var keyClass: KeyClass
+        var keyType: KeyType
+        var label: String
+        var owner: String
+        var isExtractable: Bool
+        var sizeInBits: UInt32
+        var publicKeyInfo: [UInt8]
+        var material: KeyMaterial
+        /// What is sealed at rest: raw secret bytes or PKCS#8.
+        var plaintext: [UInt8]
+    }
+
+    /// Creates objects under fresh handles: token keys are committed to disk (all or
+    /// none) before this returns; session keys belong to `sessionID` and live in memory.
+    func create(_ keys: [NewKey], sessionID: UInt64?) throws -> [KeyHandle] {
+        let handles = try store.allocateHandles(keys.count)
+        var objects: [KeyObject] = []
+        var records: [KeyRecord] = []
+        for (key, handle) in zip(keys, handles) {
+            let attributes = KeyAttributes(
+                handle: handle, keyClass: key.keyClass, keyType: key.keyType, label: key.label, owner: key.owner,
+                isToken: sessionID == nil, isExtractable: key.isExtractable, sizeInBits: key.sizeInBits,
+                publicKeyInfo: key.publicKeyInfo)
+            objects.append(
+                KeyObject(
+                    attributes: attributes, material: key.material, version: sessionID == nil ? 1 : 0,
+                    sessionID: sessionID))
+            guard sessionID == nil else { continue }
+            let sealed =
+                key.keyClass == .publicKey
+                ? []
+                : try AESGCM.seal(
+                    plaintext: key.plaintext, key: masterKey, additionalData: additionalData(handle), context: context)
+            records.append(
+                KeyRecord(
+                    handle: handle, keyClass: key.keyClass, keyType: key.keyType, label: key.label, owner: key.owner,
+                    isExtractable: key.isExtractable, sizeInBits: key.sizeInBits, publicKeyInfo: key.publicKeyInfo,
+                    sealedMaterial: sealed, version: 1, isDeleted: false))
+        }
+        if !records.isEmpty { try store.apply(keyRecords: records) }
+        lock.withLock {
+            for object in objects {
+                if sessionID == nil { tokenKeys[object.handle] = object } else { sessionKeys[object.handle] = object }
+            }
+        }
+        return handles
+    }
+
+    /// The object `handle` names as `sessionID` sees it: token keys, and session keys of
+    /// that session only.
+    func object(_ handle: KeyHandle, sessionID: UInt64) -> KeyObject? {
+        lock.withLock {
+            if let object = tokenKeys[handle] { return object }
+            if let object = sessionKeys[handle], object.sessionID == sessionID { return object }
+            return nil
+        }
+    }
+
+    /// Every key visible to `sessionID` and owned by `owner`, in handle order.
+    func objects(owner: String, sessionID: UInt64) -> [KeyObject] {
+        lock.withLock {
+            let token = tokenKeys.values.filter { $0.owner == owner }
+            let session = sessionKeys.values.filter { $0.sessionID == sessionID }
+            return (token + session).sorted { $0.handle < $1.handle }
+        }
+    }
+
+    /// Deletes a key: a tombstone on disk for token keys, then gone from memory.
+    func delete(_ object: KeyObject) throws {
+        if object.attributes.isToken {
+            let a = object.attributes
+            try store.apply(
+                keyRecord: KeyRecord(
+                    handle: a.handle, keyClass: a.keyClass, keyType: a.keyType, label: a.label, owner: a.owner,
+                    isExtractable: a.isExtractable, sizeInBits: a.sizeInBits, publicKeyInfo: a.publicKeyInfo,
+                    sealedMaterial: [], version: object.version + 1, isDeleted: true))
+            lock.withLock { _ = tokenKeys.removeValue(forKey: a.handle) }
+        } else {
+            lock.withLock { _ = sessionKeys.removeValue(forKey: object.handle) }
+        }
+    }
+
+    // MARK: Sessions and counters
+
+    func openSession() -> UInt64 {
+        lock.withLock {
+            defer { nextSessionID += 1 }
+            return nextSessionID
+        }
+    }
+
+    /// Destroys the session's keys (logout or disconnect).
+    func closeSession(_ sessionID: UInt64) {
+        lock.withLock { sessionKeys = sessionKeys.filter { $0.value.sessionID != sessionID } }
+    }
+
+    func countSign() { lock.withLock { signCount += 1 } }
+    func countDecrypt() { lock.withLock { decryptCount += 1 } }
+
+    func info() throws -> NodeInfo {
+        let users = try store.userRecords().filter { !$0.isDeleted }.count
+        return lock.withLock {
+            NodeInfo(
+                nodeId: UInt32(nodeID), clusterId: clusterID, version: Self.version,
+                tokenKeyCount: UInt64(tokenKeys.count), sessionKeyCount: UInt64(sessionKeys.count),
+                signOperations: signCount, decryptOperations: decryptCount, userCount: UInt32(users))
+        }
+    }
+
+    // MARK: Users
+
+    private func hash(_ password: String, salt: [UInt8], iterations: Int) throws -> [UInt8] {
+        try PasswordHash.pbkdf2SHA256(
+            password: Array(password.utf8), salt: salt, iterations: iterations, length: 32, context: context)
+    }
+
+    /// Checks a login. Unknown users and wrong passwords fail alike; after five failures
+    /// in a row the user is locked until a crypto officer sets a new password.
+    func authenticate(role: UserRole, name: String, password: String) throws -> Result<UserRecord, HSMError> {
+        guard let user = try store.userRecord(name: name), !user.isDeleted else {
+            // The same slow hash as a real check, so timing does not tell which names exist.
+            _ = try hash(password, salt: [UInt8](repeating: 0, count: 16), iterations: passwordIterations)
+            return .failure(HSMError(.loginFailed))
+        }
+        guard user.failedLogins < Self.lockoutThreshold else {
+            return .failure(HSMError(.userLocked, "user \(name) is locked; a crypto officer must set a new password"))
+        }
+        let candidate = try hash(password, salt: user.salt, iterations: user.iterations)
+        guard constantTimeEqual(candidate, user.passwordHash) else {
+            try store.recordFailedLogin(name: name)
+            return .failure(HSMError(.loginFailed))
+        }
+        guard user.role == role else { return .failure(HSMError(.loginFailed)) }
+        if user.failedLogins != 0 { try store.resetFailedLogins(name: name) }
+        return .success(user)
+    }
+
+    func createUser(role: UserRole, name: String, password: String) throws -> HSMError? {
+        guard Self.isValidUserName(name) else {
+            return HSMError(.invalidArgument, "a user name is 1 to 32 letters, digits, '_', '-' or '.'")
+        }
+        guard !password.isEmpty else { return HSMError(.invalidArgument, "the password is empty") }
+        let existing = try store.userRecord(name: name)
+        if let existing, !existing.isDeleted { return HSMError(.userExists, "user \(name) exists") }
+        let salt = try SecureRandom.bytes(16, context: context)
+        let hashed = try hash(password, salt: salt, iterations: passwordIterations)
+        let id = try existing?.id ?? store.nextUserID()
+        try store.apply(
+            userRecord: UserRecord(
+                id: id, name: name, role: role, salt: salt, passwordHash: hashed, iterations: passwordIterations,
+                failedLogins: 0, version: (existing?.version ?? 0) + 1, isDeleted: false))
+        return nil
+    }
+
+    func deleteUser(name: String) throws {
+        guard var user = try store.userRecord(name: name), !user.isDeleted else { return }
+        user.isDeleted = true
+        user.version += 1
+        user.passwordHash = []
+        user.salt = []
+        try store.apply(userRecord: user)
+    }
+
+    /// Sets a new password and clears the failed-login count (which unlocks the user).
+    func changePassword(name: String, newPassword: String) throws -> HSMError? {
+        guard var user = try store.userRecord(name: name), !user.isDeleted else {
+            return HSMError(.userNotFound, "no user \(name)")
+        }
+        guard !newPassword.isEmpty else { return HSMError(.invalidArgument, "the password is empty") }
+        user.salt = try SecureRandom.bytes(16, context: context)
+        user.iterations = passwordIterations
+        user.passwordHash = try hash(newPassword, salt: user.salt, iterations: user.iterations)
+        user.failedLogins = 0
+        user.version += 1
+        try store.apply(userRecord: user)
+        return nil
+    }
+
+    func users() throws -> [UserRecord] {
+        try store.userRecords().filter { !$0.isDeleted }
+    }
+
+    static func isValidUserName(_ name: String) -> Bool {
+        guard (1...32).contains(name.utf8.count) else { return false }
+        return name.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+        }
+    }
+}
+
+/// Compares without stopping at the first difference.
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for index in a.indices { difference |= a[index] ^ b[index] }
+    return difference == 0
+}

@@ -1,0 +1,325 @@
+// The node's rules, as a pure layer over NodeState: who may do what, on which keys,
+// with which arguments. No sockets here, so every rule can be unit-tested.
+
+import CloudHSMCore
+import Foundation
+import OpenSSLKit
+
+/// One connection's login state.
+public struct Session {
+    public let id: UInt64
+    public internal(set) var user: String?
+    public internal(set) var role: UserRole?
+
+    public var isLoggedIn: Bool { user != nil }
+}
+
+/// Runs crypto work (RSA) where the node decides: inline in tests, on the bounded worker
+/// pool in the server. Throws `HSMError(.throttled)` when it cannot take more work.
+public protocol CryptoExecutor: Sendable {
+    func run<T>(_ work: () throws -> T) throws -> T
+}
+
+/// Runs the work on the calling thread.
+public struct InlineExecutor: CryptoExecutor {
+    public init() {}
+    public func run<T>(_ work: () throws -> T) throws -> T { try work() }
+}
+
+public final class RequestHandler: @unchecked Sendable {
+    // Stateless apart from two immutable references; NodeState is thread-safe.
+    public let state: NodeState
+    let executor: CryptoExecutor
+
+    public init(state: NodeState, executor: CryptoExecutor = InlineExecutor()) {
+        self.state = state
+        self.executor = executor
+    }
+
+    public func openSession() -> Session {
+        Session(id: state.openSession(), user: nil, role: nil)
+    }
+
+    /// Logs out and destroys the session's keys; for disconnects.
+    public func closeSession(_ session: inout Session) {
+        state.closeSession(session.id)
+        session.user = nil
+        session.role = nil
+    }
+
+    /// Answers one request. Never throws: every failure becomes a return code.
+    public func handle(_ request: HSMRequest, session: inout Session) -> HSMResponse {
+        do {
+            return .success(try dispatch(request, session: &session))
+        } catch let error as HSMError {
+            return .failure(error)
+        } catch {
+            return .failure(HSMError(.internalError, "\(error)"))
+        }
+    }
+
+    private func dispatch(_ request: HSMRequest, session: inout Session) throws -> ResponseBody {
+        switch request {
+        case .login(let role, let user, let password):
+            guard !session.isLoggedIn else { throw HSMError(.alreadyLoggedIn) }
+            let record = try state.authenticate(role: role, name: user, password: password).get()
+            session.user = record.name
+            session.role = record.role
+            return .empty
+        case .nodeInfo:
+            return .nodeInfo(try state.info())
+        default:
+            break
+        }
+        guard let user = session.user, let role = session.role else { throw HSMError(.notLoggedIn) }
+        switch request {
+        case .login, .nodeInfo:
+            return .empty  // answered above
+        case .logout:
+            closeSession(&session)
+            return .empty
+        case .listUsers:
+            return .users(
+                try state.users().map {
+                    UserInfo(
+                        id: $0.id, role: $0.role, name: $0.name,
+                        isLocked: $0.failedLogins >= NodeState.lockoutThreshold, failedLogins: $0.failedLogins)
+                })
+        case .changePassword(let name, let newPassword):
+            guard role == .cryptoOfficer || name == user else {
+                throw HSMError(.permissionDenied, "a crypto user may change only its own password")
+            }
+            if let error = try state.changePassword(name: name, newPassword: newPassword) { throw error }
+            return .empty
+        case .createUser(let newRole, let name, let password):
+            try requireOfficer(role)
+            if let error = try state.createUser(role: newRole, name: name, password: password) { throw error }
+            return .empty
+        case .deleteUser(let name):
+            try requireOfficer(role)
+            let users = try state.users()
+            guard let target = users.first(where: { $0.name == name }) else {
+                throw HSMError(.userNotFound, "no user \(name)")
+            }
+            guard name != user else { throw HSMError(.permissionDenied, "a user cannot delete itself") }
+            if target.role == .cryptoOfficer, users.filter({ $0.role == .cryptoOfficer }).count <= 1 {
+                throw HSMError(.permissionDenied, "cannot delete the last crypto officer")
+            }
+            try state.deleteUser(name: name)
+            return .empty
+        case .generateRandom(let count):
+            guard (1...65536).contains(count) else {
+                throw HSMError(.invalidArgument, "random byte count must be 1...65536")
+            }
+            return .bytes(try SecureRandom.bytes(Int(count), context: state.context))
+        default:
+            guard role == .cryptoUser else {
+                throw HSMError(.permissionDenied, "key operations need a crypto user (CU)")
+            }
+            return try keyOperation(request, user: user, session: session)
+        }
+    }
+
+    private func requireOfficer(_ role: UserRole) throws {
+        guard role == .cryptoOfficer else {
+            throw HSMError(.permissionDenied, "only a crypto officer may manage users")
+        }
+    }
+
+    /// The caller's key `handle`: unknown or deleted handles and other users' keys fail
+    /// with different codes, as CloudHSM does.
+    private func key(_ handle: KeyHandle, user: String, session: Session) throws -> KeyObject {
+        guard let object = state.object(handle, sessionID: session.id) else {
+            throw HSMError(.invalidHandle, "no key with handle \(handle)")
+        }
+        guard object.owner == user else {
+            throw HSMError(.keyAccessDenied, "key \(handle) belongs to another user")
+        }
+        return object
+    }
+
+    private func wrappingKey(_ handle: KeyHandle, user: String, session: Session) throws -> [UInt8] {
+        let object = try key(handle, user: user, session: session)
+        guard object.attributes.keyType == .aes, case .secret(let bytes) = object.material else {
+            throw HSMError(.invalidKeyType, "key \(handle) is not an AES key")
+        }
+        return bytes
+    }
+
+    private func privateKey(_ handle: KeyHandle, user: String, session: Session) throws -> RSAPrivateKey {
+        let object = try key(handle, user: user, session: session)
+        guard case .rsaPrivate(let privateKey) = object.material else {
+            throw HSMError(.invalidKeyType, "key \(handle) is not an RSA private key")
+        }
+        return privateKey
+    }
+
+    private func keyOperation(_ request: HSMRequest, user: String, session: Session) throws -> ResponseBody {
+        let context = state.context
+        switch request {
+        case .generateSymmetricKey(let keyType, let byteCount, let label, let isSession, let isExtractable):
+            switch keyType {
+            case .aes:
+                guard [16, 24, 32].contains(byteCount) else {
+                    throw HSMError(.invalidArgument, "an AES key is 16, 24 or 32 bytes")
+                }
+            case .genericSecret:
+                guard (1...64).contains(byteCount) else {
+                    throw HSMError(.invalidArgument, "a generic secret is 1 to 64 bytes")
+                }
+            case .rsa:
+                throw HSMError(.invalidArgument, "RSA keys are made with generateRSAKeyPair")
+            }
+            let bytes = try SecureRandom.bytes(Int(byteCount), context: context)
+            let handles = try state.create(
+                [
+                    NodeState.NewKey(
+                        keyClass: .secretKey, keyType: keyType, label: label, owner: user,
+                        isExtractable: isExtractable, sizeInBits: byteCount * 8, publicKeyInfo: [],
+                        material: .secret(bytes), plaintext: bytes)
+                ], sessionID: isSession ? session.id : nil)
+            return .handle(handles[0])
+
+        case .generateRSAKeyPair(let bits, let exponent, let label, let isSession, let isExtractable):
+            guard [2048, 3072, 4096].contains(bits) else {
+                throw HSMError(.invalidArgument, "RSA keys are 2048, 3072 or 4096 bits")
+            }
+            guard exponent >= 3, exponent & 1 == 1 else {
+                throw HSMError(.invalidArgument, "the public exponent must be odd and at least 3")
+            }
+            let privateKey = try executor.run {
+                try RSAPrivateKey.generate(bits: Int(bits), publicExponent: exponent, context: context)
+            }
+            let handles = try state.create(
+                try Self.keyPair(privateKey, label: label, owner: user, isExtractable: isExtractable),
+                sessionID: isSession ? session.id : nil)
+            return .keyPair(publicKey: handles[0], privateKey: handles[1])
+
+        case .wrapHostKey(let wrappingKey, let keyData):
+            let kek = try self.wrappingKey(wrappingKey, user: user, session: session)
+            guard !keyData.isEmpty else { throw HSMError(.invalidArgument, "no key data to wrap") }
+            return .bytes(try AESKeyWrap.wrap(key: keyData, kek: kek, context: context))
+
+        case .unwrapKey(let wrappingKey, let wrappedKey, let label, let isSession, let isExtractable):
+            let kek = try self.wrappingKey(wrappingKey, user: user, session: session)
+            let privateKey = try executor.run { () throws -> RSAPrivateKey in
+                let der: [UInt8]
+                do {
+                    der = try AESKeyWrap.unwrap(wrappedKey: wrappedKey, kek: kek, context: context)
+                } catch {
+                    throw HSMError(.unwrapFailed)
+                }
+                do {
+                    return try RSAPrivateKey(der: der, context: context)
+                } catch {
+                    throw HSMError(.invalidKeyData, "\(error)")
+                }
+            }
+            var pair = try Self.keyPair(privateKey, label: label, owner: user, isExtractable: isExtractable)
+            pair.removeFirst()  // only the private key object is made
+            let handles = try state.create(pair, sessionID: isSession ? session.id : nil)
+            return .handle(handles[0])
+
+        case .wrapKey(let handle, let wrappingKey):
+            let object = try key(handle, user: user, session: session)
+            let kek = try self.wrappingKey(wrappingKey, user: user, session: session)
+            guard object.attributes.isExtractable else {
+                throw HSMError(.keyNotExtractable, "key \(handle) is not extractable")
+            }
+            let plaintext: [UInt8]
+            switch object.material {
+            case .secret(let bytes): plaintext = bytes
+            case .rsaPrivate(let privateKey): plaintext = try privateKey.pkcs8DER()
+            case .rsaPublic: plaintext = object.attributes.publicKeyInfo
+            }
+            return .bytes(try AESKeyWrap.wrap(key: plaintext, kek: kek, context: context))
+
+        case .findKeys(let filter):
+            return .handles(
+                state.objects(owner: user, sessionID: session.id).filter { $0.matches(filter) }.map(\.handle))
+
+        case .getAttributes(let handle):
+            return .attributes(try key(handle, user: user, session: session).attributes)
+
+        case .deleteKey(let handle):
+            try state.delete(try key(handle, user: user, session: session))
+            return .empty
+
+        case .exportPublicKey(let handle):
+            let object = try key(handle, user: user, session: session)
+            guard object.attributes.keyType == .rsa, !object.attributes.publicKeyInfo.isEmpty else {
+                throw HSMError(.invalidKeyType, "key \(handle) is not an RSA key")
+            }
+            return .bytes(object.attributes.publicKeyInfo)
+
+        case .sign(let handle, let mechanism, let data):
+            let privateKey = try privateKey(handle, user: user, session: session)
+            do {
+                try mechanism.checkInput(length: data.count, modulusLength: privateKey.modulusLength)
+            } catch {
+                throw HSMError(.invalidArgument, "\(error)")
+            }
+            let signature = try executor.run { () throws -> [UInt8] in
+                do {
+                    return try privateKey.sign(digest: data, mechanism: mechanism)
+                } catch let error as CryptoError {
+                    throw HSMError(.invalidArgument, "\(error)")
+                }
+            }
+            state.countSign()
+            return .bytes(signature)
+
+        case .decrypt(let handle, let mechanism, let data):
+            let privateKey = try privateKey(handle, user: user, session: session)
+            let plaintext = try executor.run { () throws -> [UInt8] in
+                do {
+                    return try privateKey.decrypt(data, mechanism: mechanism)
+                } catch {
+                    throw HSMError(.decryptFailed, "\(error)")
+                }
+            }
+            state.countDecrypt()
+            return .bytes(plaintext)
+
+        default:
+            throw HSMError(.invalidRequest, "unexpected operation")
+        }
+    }
+
+    /// The public and private objects of one key pair, in that order.
+    private static func keyPair(_ privateKey: RSAPrivateKey, label: String, owner: String, isExtractable: Bool) throws
+        -> [NodeState.NewKey]
+    {
+        let spki = privateKey.publicKeyInfo
+        let bits = UInt32(privateKey.modulusBits)
+        return [
+            NodeState.NewKey(
+                keyClass: .publicKey, keyType: .rsa, label: label, owner: owner, isExtractable: true,
+                sizeInBits: bits, publicKeyInfo: spki, material: .rsaPublic, plaintext: []),
+            NodeState.NewKey(
+                keyClass: .privateKey, keyType: .rsa, label: label, owner: owner, isExtractable: isExtractable,
+                sizeInBits: bits, publicKeyInfo: spki, material: .rsaPrivate(privateKey),
+                plaintext: try privateKey.pkcs8DER()),
+        ]
+    }
+}
+
+extension SignMechanism {
+    /// The node's own input check, so a bad length is `.invalidArgument` before any work.
+    func checkInput(length: Int, modulusLength: Int) throws {
+        switch self {
+        case .pkcs1(.none):
+            guard length >= 1, length <= modulusLength - 11 else {
+                throw CryptoError.invalidArgument("input of \(length) bytes does not fit PKCS#1 padding")
+            }
+        case .pkcs1(let digest), .pss(let digest, _, _):
+            guard length == digest.outputLength else {
+                throw CryptoError.invalidArgument("input is \(length) bytes, the digest is \(digest.outputLength)")
+            }
+        case .raw:
+            guard length == modulusLength else {
+                throw CryptoError.invalidArgument("raw input is \(length) bytes, the modulus is \(modulusLength)")
+            }
+        }
+    }
+}
