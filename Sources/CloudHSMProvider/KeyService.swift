@@ -116,19 +116,12 @@ final class KeyService: Sendable {
                 slot = client
             }
             if !client.isLoggedIn {
-                let credentials: Credentials
+                // Each node's connection logs in on first use; a wrong password shows up
+                // as the operation's loginFailed answer.
                 do {
-                    credentials = try Credentials.fromEnvironment()
+                    client.useCredentials(try Credentials.fromEnvironment())
                 } catch {
                     throw ProviderError(.notLoggedIn, "\(error)")
-                }
-                let results = client.login(credentials)
-                if !results.contains(where: \.isSuccess) {
-                    let reasons = results.map { "node \($0.nodeID): \($0.code.description)" }.joined(separator: "; ")
-                    let reason: ProviderReason =
-                        results.contains { $0.code == .loginFailed || $0.code == .userLocked }
-                        ? .loginFailed : .clusterUnreachable
-                    throw ProviderError(reason, "login as \(credentials.user) failed on every node: \(reasons)")
                 }
             }
             return client
