@@ -78,7 +78,7 @@ public final class NodeServer: @unchecked Sendable {
                 return
             }
             let response: Frame
-            switch answer(frame, session: &session) {
+            switch handler.answer(frame, session: &session) {
             case .success(let frame):
                 response = frame
             case .failure(let error):
@@ -92,24 +92,6 @@ public final class NodeServer: @unchecked Sendable {
                 return
             }
         }
-    }
-
-    /// The response frame, or why the frame is not a valid request.
-    func answer(_ frame: Frame, session: inout Session) -> Result<Frame, WireError> {
-        guard !frame.isResponse else { return .failure(.invalidValue("a response frame was sent as a request")) }
-        let request: HSMRequest
-        do {
-            request = try HSMRequest.decode(operation: frame.operation, payload: frame.payload)
-        } catch let error as WireError {
-            return .failure(error)
-        } catch {
-            return .failure(.invalidValue("\(error)"))
-        }
-        let response = handler.handle(request, session: &session)
-        return .success(
-            Frame(
-                operation: frame.operation | Frame.responseBit, requestID: frame.requestID,
-                payload: response.encodedPayload()))
     }
 
     private func reject(

@@ -17,13 +17,13 @@ public struct Session {
 /// Runs crypto work (RSA) where the node decides: inline in tests, on the bounded worker
 /// pool in the server. Throws `HSMError(.throttled)` when it cannot take more work.
 public protocol CryptoExecutor: Sendable {
-    func run<T>(_ work: () throws -> T) throws -> T
+    func run<T>(_ work: @escaping () throws -> T) throws -> T
 }
 
 /// Runs the work on the calling thread.
 public struct InlineExecutor: CryptoExecutor {
     public init() {}
-    public func run<T>(_ work: () throws -> T) throws -> T { try work() }
+    public func run<T>(_ work: @escaping () throws -> T) throws -> T { try work() }
 }
 
 public final class RequestHandler: @unchecked Sendable {
@@ -56,6 +56,24 @@ public final class RequestHandler: @unchecked Sendable {
         } catch {
             return .failure(HSMError(.internalError, "\(error)"))
         }
+    }
+
+    /// The response frame, or why the frame is not a valid request.
+    public func answer(_ frame: Frame, session: inout Session) -> Result<Frame, WireError> {
+        guard !frame.isResponse else { return .failure(.invalidValue("a response frame was sent as a request")) }
+        let request: HSMRequest
+        do {
+            request = try HSMRequest.decode(operation: frame.operation, payload: frame.payload)
+        } catch let error as WireError {
+            return .failure(error)
+        } catch {
+            return .failure(.invalidValue("\(error)"))
+        }
+        let response = handle(request, session: &session)
+        return .success(
+            Frame(
+                operation: frame.operation | Frame.responseBit, requestID: frame.requestID,
+                payload: response.encodedPayload()))
     }
 
     private func dispatch(_ request: HSMRequest, session: inout Session) throws -> ResponseBody {

@@ -46,7 +46,8 @@ public final class WorkerPool: CryptoExecutor, @unchecked Sendable {
         self.queueLimit = max(0, queueLimit)
         self.limiter = operationsPerSecond.map { RateLimiter(operationsPerSecond: $0) }
         for index in 0..<max(1, workers) {
-            let thread = Thread { [unowned self] in self.workLoop() }
+            // Workers keep the pool alive until stop() lets them end.
+            let thread = Thread { self.workLoop() }
             thread.name = "hsm-worker-\(index)"
             thread.start()
         }
@@ -72,26 +73,24 @@ public final class WorkerPool: CryptoExecutor, @unchecked Sendable {
     /// Runs `work` on a worker and waits for it.
     ///
     /// - Throws: `HSMError(.throttled)` at once when the queue is full.
-    public func run<T>(_ work: () throws -> T) throws -> T {
-        try withoutActuallyEscaping(work) { work in
-            let done = DispatchSemaphore(value: 0)
-            var result: Result<T, Error>?
-            condition.lock()
-            // Waiting jobs beyond the idle workers count against the limit.
-            guard !isStopped, queue.count - idle < queueLimit else {
-                condition.unlock()
-                throw HSMError(.throttled, "the node's request queue is full")
-            }
-            queue.append {
-                result = Result { try work() }
-                done.signal()
-            }
-            condition.signal()
+    public func run<T>(_ work: @escaping () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        condition.lock()
+        // Waiting jobs beyond the idle workers count against the limit.
+        guard !isStopped, queue.count - idle < queueLimit else {
             condition.unlock()
-            done.wait()
-            guard let result else { throw HSMError(.internalError, "a worker lost its job") }
-            return try result.get()
+            throw HSMError(.throttled, "the node's request queue is full")
         }
+        queue.append {
+            box.result = Result { try work() }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        guard let result = box.result else { throw HSMError(.internalError, "a worker lost its job") }
+        return try result.get()
     }
 
     /// Lets the workers finish what is queued, then end.
@@ -101,4 +100,10 @@ public final class WorkerPool: CryptoExecutor, @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
     }
+}
+
+/// Carries a job's result from the worker to the waiting caller; the semaphore orders
+/// the write before the read.
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, Error>?
 }

@@ -1,0 +1,60 @@
+// hsmd's command line: the documented flags parse, mistakes are named.
+
+import XCTest
+
+@testable import HSMNode
+
+final class HSMDCommandTests: XCTestCase {
+    func testInitAndRunParse() throws {
+        XCTAssertEqual(
+            try HSMDCommand.parse([
+                "init", "--data-dir", "/d", "--node-id", "2", "--cluster-id", "c", "--co-password", "pw",
+            ]),
+            .initialize(
+                .init(dataDirectory: "/d", nodeID: 2, clusterID: "c", coPassword: "pw", passwordIterations: 100_000)))
+        let run = try HSMDCommand.parse([
+            "run", "--data-dir", "/d", "--listen", "[::1]:0", "--cert", "c", "--key", "k", "--ca", "a", "--workers",
+            "3",
+            "--queue", "0", "--max-ops-per-second", "2.5", "--password-iterations", "10",
+        ])
+        guard case .run(let options) = run else { return XCTFail("not run") }
+        XCTAssertEqual(options.host, "::1")
+        XCTAssertEqual(options.port, 0)
+        XCTAssertEqual(options.workers, 3)
+        XCTAssertEqual(options.queueLimit, 0)
+        XCTAssertEqual(options.maxOperationsPerSecond, 2.5)
+        XCTAssertEqual(options.passwordIterations, 10)
+        XCTAssertEqual(try HSMDCommand.parse(["--help"]), .help)
+    }
+
+    func testMistakesAreNamed() {
+        func message(_ arguments: [String]) -> String {
+            do {
+                _ = try HSMDCommand.parse(arguments)
+                return "accepted"
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertTrue(message([]).contains("missing command"))
+        XCTAssertTrue(message(["serve"]).contains("unknown command"))
+        XCTAssertTrue(
+            message(["init", "--data-dir", "/d", "--node-id", "16", "--cluster-id", "c", "--co-password", "p"])
+                .contains("--node-id"))
+        XCTAssertTrue(
+            message(["init", "--data-dir", "/d", "--node-id", "1", "--cluster-id", "c"]).contains("--co-password"))
+        XCTAssertTrue(
+            message(["run", "--data-dir", "/d", "--listen", "nohost", "--cert", "c", "--key", "k", "--ca", "a"])
+                .contains("HOST:PORT"))
+        XCTAssertTrue(
+            message([
+                "run", "--data-dir", "/d", "--listen", "h:1", "--cert", "c", "--key", "k", "--ca", "a", "--bogus", "1",
+            ]).contains("--bogus"))
+        XCTAssertTrue(
+            message([
+                "run", "--data-dir", "/d", "--listen", "h:1", "--cert", "c", "--key", "k", "--ca", "a", "--workers",
+                "x",
+            ]).contains("--workers"))
+        XCTAssertTrue(message(["run", "--data-dir"]).contains("needs a value"))
+    }
+}
