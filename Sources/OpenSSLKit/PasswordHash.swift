@@ -23,10 +23,13 @@ public enum PasswordHash {
             ]
             var u = try mac.authenticate(salt + index)
             var t = u
-            if iterations > 1 {
-                for _ in 1..<iterations {
-                    u = try mac.authenticate(u)
-                    for i in 0..<hashLength { t[i] ^= u[i] }
+            // The inner loop runs 100,000 times per login: no allocation in it.
+            try u.withUnsafeMutableBufferPointer { uBuffer in
+                try t.withUnsafeMutableBufferPointer { tBuffer in
+                    for _ in 1..<max(iterations, 1) {
+                        try mac.authenticateInPlace(uBuffer)
+                        for i in 0..<hashLength { tBuffer[i] ^= uBuffer[i] }
+                    }
                 }
             }
             out += t
@@ -72,6 +75,18 @@ final class KeyedHMAC {
     deinit {
         EVP_MAC_CTX_free(pointer)
         EVP_MAC_free(mac)
+    }
+
+    /// Replaces the 32 bytes in `buffer` with their HMAC.
+    func authenticateInPlace(_ buffer: UnsafeMutableBufferPointer<UInt8>) throws {
+        guard buffer.count == PasswordHash.hashLength else { throw CryptoError.invalidArgument("HMAC block size") }
+        guard EVP_MAC_init(pointer, nil, 0, nil) == 1,
+            EVP_MAC_update(pointer, buffer.baseAddress, buffer.count) == 1
+        else { throw OpenSSLError.capture("running HMAC") }
+        var length = 0
+        guard EVP_MAC_final(pointer, buffer.baseAddress, &length, buffer.count) == 1, length == buffer.count else {
+            throw OpenSSLError.capture("finishing HMAC")
+        }
     }
 
     func authenticate(_ data: [UInt8]) throws -> [UInt8] {
