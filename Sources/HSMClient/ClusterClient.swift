@@ -1,13 +1,20 @@
-// The cluster client used by the tools and the provider: knows every node, connects
-// lazily, logs in everywhere, routes each request to the right node. Synchronous and
-// thread-safe with plain locks; no threads of its own, so it can sit in a process that
-// forks (nginx) and each process opens its own connections.
+// The cluster client used by the tools and the provider: knows every node, keeps a pool
+// of connections per node, sends each operation to the node with the most spare capacity,
+// takes failed nodes out and probes them back in, and retries what may be retried.
+// Synchronous and thread-safe with plain locks; no threads of its own, so it can sit in a
+// process that forks (nginx) and each process opens its own connections.
 //
-// Routing today: key creation goes to the home node (the first node that is reachable
-// and logged in); an operation on an existing key goes to the node that created it
-// (`handle & 0xF`) and fails over to the other nodes when that one cannot take it. Load
-// balancing and connection pools grow in here and in NodeChannel; callers use `create`,
-// `perform`, `send` and `broadcast` and need not change.
+// Routing:
+// - An operation on a token key (sign, decrypt, attributes, export...) goes to the up node
+//   with the fewest outstanding requests (ties rotate). Token keys exist on every node
+//   under one handle, so any node may serve it.
+// - A session key lives only on the connection (node session) that made it; the client
+//   remembers which handles it created as session keys and sends their operations there.
+// - Key creation goes to one up node, the least loaded; that node replicates.
+// - A node that fails in transport is down and skipped; idempotent requests move on to
+//   another node. Throttled (0xbb) and not-yet-replicated (0xbc) answers move on too, with
+//   a short pause once every node has been tried. A request that changes state is never
+//   repeated once it may have reached a node.
 
 import CloudHSMCore
 import Glibc
@@ -19,17 +26,39 @@ public final class ClusterClient: Sendable {
     private let cryptoContext: CryptoContext
     private let tls: TLSContext
     private let channels: [NodeChannel]
-    /// Kept so that a reconnect (or a node that was down at login) can log in again.
+    private let clock: PoolClock
+    /// Kept so that new connections (and nodes reached later) log in with them.
     private let savedCredentials = Mutex<Credentials?>(nil)
     /// The process the connections belong to; see `resetAfterFork()`.
     private let ownerPID: Atomic<Int32>
+    /// Session keys this process created: handle -> (node id, connection id).
+    private let sessionKeys = Mutex<[KeyHandle: SessionPin]>([:])
+    /// Where the scan for the least loaded node starts, so ties rotate.
+    private let rotor = Atomic<Int>(0)
+
+    struct SessionPin: Equatable {
+        let nodeID: Int
+        let slotID: Int
+    }
+
+    /// Retry rounds when every node answered throttled or not yet replicated, and the first
+    /// pause between rounds (doubling, at most `maximumRoundPause`).
+    static let maximumRounds = 8
+    static let firstRoundPause = 5
+    static let maximumRoundPause = 200
 
     /// Prepares the client; opens no connection.
     ///
     /// - Throws: `ConfigurationError` naming the trust anchor or client certificate file
     ///   that cannot be read or used.
-    public init(configuration: ClusterConfiguration, cryptoContext: CryptoContext? = nil) throws {
+    public convenience init(configuration: ClusterConfiguration, cryptoContext: CryptoContext? = nil) throws {
+        try self.init(configuration: configuration, cryptoContext: cryptoContext, clock: .system)
+    }
+
+    /// As above, with the clock the backoffs use (tests inject a manual one).
+    public init(configuration: ClusterConfiguration, cryptoContext: CryptoContext?, clock: PoolClock) throws {
         self.configuration = configuration
+        self.clock = clock
         let context: CryptoContext
         do {
             context = try cryptoContext ?? CryptoContext()
@@ -55,7 +84,9 @@ public final class ClusterClient: Sendable {
         } catch {
             throw setupError("trust_anchor", configuration.trustAnchorPath, "cannot be used for TLS: \(error)")
         }
-        channels = configuration.nodes.map { NodeChannel(node: $0) }
+        channels = configuration.nodes.map {
+            NodeChannel(node: $0, maxConnections: configuration.maxConnectionsPerNode)
+        }
         ownerPID = Atomic(getpid())
     }
 
@@ -77,10 +108,11 @@ public final class ClusterClient: Sendable {
 
     // MARK: Sessions
 
-    /// Logs in on every node; each connection stays logged in.
+    /// Logs in on every node (one connection each, asked in parallel); the pool's other
+    /// connections log in with the same credentials when they are first used.
     ///
     /// - Returns: one result per configured node, in order. The credentials are kept when
-    ///   at least one node accepted them, and used to log in on nodes reached later.
+    ///   at least one node accepted them.
     public func login(role: UserRole, user: String, password: String) -> [NodeResult] {
         login(Credentials(role: role, user: user, password: password))
     }
@@ -88,7 +120,9 @@ public final class ClusterClient: Sendable {
     public func login(_ credentials: Credentials) -> [NodeResult] {
         resetAfterFork()
         let request = HSMRequest.login(role: credentials.role, user: credentials.user, password: credentials.password)
-        let exchanges = NodeChannel.exchangeAll(channels, request, credentials: nil, opener: opener)
+        let exchanges = NodeChannel.exchangeAll(
+            channels, request, credentials: nil, opener: opener, waitMilliseconds: leaseWait)
+        for (channel, exchange) in zip(channels, exchanges) { note(exchange, on: channel, request: request) }
         let results = zip(channels, exchanges).map { NodeResult(node: $0.node, result: $1.result) }
         if results.contains(where: \.isSuccess) {
             savedCredentials.withLock { $0 = credentials }
@@ -96,33 +130,43 @@ public final class ClusterClient: Sendable {
         return results
     }
 
-    /// Remembers credentials without contacting any node: each node's connection logs in
-    /// with them on first use. For the provider, which must not touch the network before
-    /// the host forks (nginx loads keys in its master process).
+    /// Remembers credentials without contacting any node: each connection logs in with
+    /// them on first use. For the provider, which must not touch the network before the
+    /// host forks (nginx loads keys in its master process).
     public func useCredentials(_ credentials: Credentials) {
         savedCredentials.withLock { $0 = credentials }
     }
 
-    /// Logs out on every node with a logged-in connection; nodes without one report
-    /// success (there is nothing to log out). Forgets the saved credentials.
+    /// Logs out on every logged-in connection; a node without one reports success (there
+    /// is nothing to log out). Forgets the saved credentials and the session keys (the
+    /// nodes destroy them at logout).
     public func logout() -> [NodeResult] {
         resetAfterFork()
         savedCredentials.withLock { $0 = nil }
+        sessionKeys.withLock { $0.removeAll() }
         return channels.map { channel in
-            guard channel.loggedInAs != nil else { return NodeResult(node: channel.node, result: .success(.success())) }
-            return NodeResult(node: channel.node, result: exchange(.logout, on: channel, relogin: nil).result)
+            var result: Result<HSMResponse, HSMError> = .success(.success())
+            for slot in channel.loggedInSlots() {
+                let exchange = channel.exchange(
+                    .logout, credentials: nil, opener: opener, pinned: slot, waitMilliseconds: leaseWait)
+                if exchange.sessionGone { continue }
+                note(exchange, on: channel, request: .logout)
+                if case .failure = exchange.result, case .success = result { result = exchange.result }
+            }
+            return NodeResult(node: channel.node, result: result)
         }
     }
 
     // MARK: Requests
 
-    /// Sends `request` to one node (logging in there first if needed).
+    /// Sends `request` to one node (logging in there first if needed), whether or not the
+    /// node is marked down: the tools ask each node for its own answer.
     public func send(_ request: HSMRequest, to nodeID: Int) -> Result<HSMResponse, HSMError> {
         resetAfterFork()
         guard let channel = channel(nodeID) else {
             return .failure(HSMError(.noNodeAvailable, "node \(nodeID) is not in \(configuration.source)"))
         }
-        return exchange(request, on: channel, relogin: credentials).result
+        return exchange(request, on: channel).result
     }
 
     /// Sends `request` to every node at once (written to all before any answer is read).
@@ -130,123 +174,347 @@ public final class ClusterClient: Sendable {
     /// - Returns: one result per configured node, in order.
     public func broadcast(_ request: HSMRequest) -> [NodeResult] {
         resetAfterFork()
-        let exchanges = NodeChannel.exchangeAll(channels, request, credentials: credentials, opener: opener)
+        let exchanges = NodeChannel.exchangeAll(
+            channels, request, credentials: credentials, opener: opener, waitMilliseconds: leaseWait)
+        for (channel, exchange) in zip(channels, exchanges) { note(exchange, on: channel, request: request) }
         return zip(channels, exchanges).map { NodeResult(node: $0.node, result: $1.result) }
     }
 
-    /// Creates a key (or anything new) on the home node: the first node, in configuration
-    /// order, that can be reached and logged in on. Nodes passed over appear in the
-    /// outcome's attempts. A request that reached a node is repeated elsewhere only when
-    /// the node refused it without acting (throttled).
+    /// Creates a key (or anything new) on the least loaded up node, which replicates it.
+    /// Another node is tried only when the request cannot have been acted on: it never
+    /// reached the node, or the node refused it at once (throttled, not replicated). Once
+    /// a creation may have reached a node, its answer (or failure) is the outcome.
     public func create(_ request: HSMRequest) -> OperationOutcome {
         resetAfterFork()
-        let credentials = self.credentials
-        var attempts: [NodeResult] = []
-        for channel in channels {
-            let exchange = exchange(request, on: channel, relogin: credentials)
-            attempts.append(NodeResult(node: channel.node, result: exchange.result))
-            let refusedWithoutActing: Bool
-            if case .failure(let error) = exchange.result, error.code == .throttled {
-                refusedWithoutActing = true
-            } else {
-                refusedWithoutActing = false
-            }
-            if exchange.wasSent && !refusedWithoutActing {
-                return OperationOutcome(result: exchange.result, attempts: attempts)
-            }
-        }
-        let reasons = attempts.map { "node \($0.nodeID): \($0.error?.description ?? "?")" }
-        return OperationOutcome(
-            result: .failure(HSMError(.noNodeAvailable, reasons.joined(separator: "; "))), attempts: attempts)
+        return route(request, retryInvalidHandle: false, rotate: false)
     }
 
-    /// Runs an operation on an existing key: first at the node that created it, then, when
-    /// that node cannot take it, at the others in configuration order (token keys exist on
-    /// every node; a session key only on its creator, so the others answer "invalid
-    /// handle").
-    ///
-    /// Another node is tried only when repeating cannot do harm: the request never reached
-    /// the node (connect or login failed), the node refused it without acting (throttled,
-    /// not yet replicated), or it is idempotent and the answer was lost.
+    /// Runs an operation on an existing key. A session key this client made goes to the
+    /// connection that made it; any other key is a token key, present on every node, and
+    /// goes to the least loaded up node, moving on to others as `create` describes, and
+    /// also after a transport failure or "invalid handle" when the request is idempotent.
     public func perform(_ request: HSMRequest, key handle: KeyHandle) -> OperationOutcome {
         resetAfterFork()
-        let creator = Self.creatingNodeID(of: handle)
-        // A creator missing from this configuration is not fatal: another node may hold
-        // the key too.
-        let ordered = channels.filter { $0.node.id == creator } + channels.filter { $0.node.id != creator }
-        let credentials = self.credentials
-        var attempts: [NodeResult] = []
-        for channel in ordered {
-            let exchange = exchange(request, on: channel, relogin: credentials)
-            attempts.append(NodeResult(node: channel.node, result: exchange.result))
-            guard case .failure(let error) = exchange.result,
-                Self.mayTryElsewhere(request, error: error, wasSent: exchange.wasSent)
-            else { break }
+        // Any session key the request names (the key, or the wrapping key of a wrap or
+        // unwrap) decides where it must go.
+        let named = [handle] + Self.handles(in: request).filter { $0 != handle }
+        let pinned = sessionKeys.withLock { keys -> (KeyHandle, SessionPin)? in
+            for key in named { if let pin = keys[key] { return (key, pin) } }
+            return nil
         }
-        return OperationOutcome(result: attempts.last!.result, attempts: attempts)
+        if let (key, pin) = pinned { return performPinned(request, pin: pin, handle: key) }
+        return route(request, retryInvalidHandle: request.isIdempotent, rotate: true)
     }
 
-    /// Whether a failed request may be repeated on another node.
-    static func mayTryElsewhere(_ request: HSMRequest, error: HSMError, wasSent: Bool) -> Bool {
-        if !wasSent { return true }
-        switch error.code {
-        case .throttled, .keyNotReplicated: return true
-        case .connectionLost, .timedOut: return request.isIdempotent
-        default: return false
-        }
-    }
-
-    /// The first node, in configuration order, that is reachable and logged in (logging
-    /// in with the saved credentials where needed); nil when there is none.
+    /// The least loaded node that is reachable and logged in (logging in with the saved
+    /// credentials where needed); nil when there is none.
     public func homeNode() -> NodeAddress? {
         resetAfterFork()
-        guard let credentials else { return nil }
-        for channel in channels {
-            if channel.loggedInAs != nil { return channel.node }
-            // A cheap request that also opens and logs in the connection.
-            if case .success = exchange(.generateRandom(count: 1), on: channel, relogin: credentials).result {
-                return channel.node
-            }
+        guard credentials != nil else { return nil }
+        var tried = Set<Int>()
+        while let channel = pick(excluding: tried, rotate: false) {
+            tried.insert(channel.node.id)
+            if case .success = exchange(.generateRandom(count: 1), on: channel).result { return channel.node }
         }
         return nil
     }
 
-    /// Closes this process's connections (with a TLS goodbye). The client stays usable:
-    /// the next request reconnects.
+    /// Closes this process's idle connections (with a TLS goodbye). The client stays
+    /// usable: the next request reconnects.
     public func close() {
         resetAfterFork()
         for channel in channels { channel.close() }
+    }
+
+    // MARK: Statistics
+
+    /// What this process's client did with each node, for benchmarks and diagnostics.
+    public struct NodeStatistics: Sendable, Equatable {
+        public let node: NodeAddress
+        /// Requests written to the node (logins and probes not counted).
+        public let requestsSent: UInt64
+        /// Transport failures: refused, reset, timeout, TLS.
+        public let failures: UInt64
+        /// Throttled (0xbb) and not-yet-replicated (0xbc) answers.
+        public let busyAnswers: UInt64
+        public let probes: UInt64
+        /// Requests chosen for the node and not yet answered.
+        public let outstanding: Int
+        public let openConnections: Int
+        public let isDown: Bool
+        /// Why the node is down, or its last failure.
+        public let reason: String?
+    }
+
+    public func statistics() -> [NodeStatistics] {
+        let now = clock.now()
+        return channels.map { channel in
+            let health = channel.health.withLock { $0 }
+            return NodeStatistics(
+                node: channel.node, requestsSent: channel.requestsSent.load(ordering: .relaxed),
+                failures: channel.failures.load(ordering: .relaxed),
+                busyAnswers: channel.busyAnswers.load(ordering: .relaxed),
+                probes: channel.probes.load(ordering: .relaxed),
+                outstanding: channel.outstanding.load(ordering: .relaxed), openConnections: channel.openConnections,
+                isDown: health.isDown, reason: health.isDown ? health.reason(now: now) : health.lastError?.text)
+        }
     }
 
     // MARK: Fork
 
     /// Forgets connections inherited from a parent process, without writing on them. Every
     /// public entry point calls this first, so a forked child opens its own connections
-    /// (and logs in again with the saved credentials) on first use.
+    /// (and logs in with the saved credentials) on first use. Session keys belong to the
+    /// parent's sessions and are forgotten too.
     public func resetAfterFork() {
         let pid = getpid()
+        guard ownerPID.load(ordering: .acquiring) != pid else { return }
         let previous = ownerPID.exchange(pid, ordering: .acquiringAndReleasing)
         guard previous != pid else { return }
-        for channel in channels { channel.forgetInheritedConnection() }
+        for channel in channels { channel.forgetInheritedConnections() }
+        sessionKeys.withLock { $0.removeAll() }
     }
 
-    // MARK: Internals
+    // MARK: Routing
 
-    private func channel(_ nodeID: Int) -> NodeChannel? { channels.first { $0.node.id == nodeID } }
+    /// Sends `request` to the best node, then to others as long as that may do no harm and
+    /// may help; fails with `.noNodeAvailable` (each node's reason in the detail) when no
+    /// node could serve it.
+    private func route(_ request: HSMRequest, retryInvalidHandle: Bool, rotate: Bool) -> OperationOutcome {
+        var attempts: [NodeResult] = []
+        var reasons: [Int: String] = [:]
+        var definitiveFallback: Result<HSMResponse, HSMError>?
+        var pause = Self.firstRoundPause
+        for round in 0..<Self.maximumRounds {
+            var tried = Set<Int>()
+            var worthAnotherRound = false
+            while let channel = pick(excluding: tried, rotate: rotate) {
+                tried.insert(channel.node.id)
+                let exchange = exchange(request, on: channel)
+                attempts.append(NodeResult(node: channel.node, result: exchange.result))
+                guard case .failure(let error) = exchange.result else {
+                    return OperationOutcome(result: exchange.result, attempts: attempts)
+                }
+                reasons[channel.node.id] = error.description
+                if exchange.nodeFailed {
+                    // The node is out (see `note`); another may serve the request unless
+                    // it may already have been acted on.
+                    if exchange.wasSent && !request.isIdempotent {
+                        return OperationOutcome(result: exchange.result, attempts: attempts)
+                    }
+                    continue
+                }
+                if exchange.poolExhausted { continue }
+                switch error.code {
+                case .throttled, .keyNotReplicated:
+                    worthAnotherRound = true
+                    continue
+                case .invalidHandle where retryInvalidHandle:
+                    // A node that has not caught up yet may not know a token key; the
+                    // answer stands only if no other node knows it either.
+                    definitiveFallback = exchange.result
+                    continue
+                default:
+                    return OperationOutcome(result: exchange.result, attempts: attempts)
+                }
+            }
+            guard worthAnotherRound, round + 1 < Self.maximumRounds else { break }
+            clock.sleep(pause)
+            pause = min(pause * 2, Self.maximumRoundPause)
+        }
+        if let definitiveFallback {
+            return OperationOutcome(result: definitiveFallback, attempts: attempts)
+        }
+        let now = clock.now()
+        let detail = channels.map { channel in
+            let why =
+                reasons[channel.node.id]
+                ?? channel.health.withLock { $0.isDown ? $0.reason(now: now) : "not tried" }
+            return "node \(channel.node.id) (\(channel.node)): \(why)"
+        }
+        return OperationOutcome(
+            result: .failure(HSMError(.noNodeAvailable, detail.joined(separator: "; "))), attempts: attempts)
+    }
 
-    private func exchange(_ request: HSMRequest, on channel: NodeChannel, relogin: Credentials?) -> NodeChannel.Exchange
-    {
-        channel.exchange(request, credentials: relogin, opener: opener)
+    /// A session key's operation, on the connection that made the key. There is no other
+    /// place to try: the key exists nowhere else.
+    private func performPinned(_ request: HSMRequest, pin: SessionPin, handle: KeyHandle) -> OperationOutcome {
+        guard let channel = channel(pin.nodeID) else {
+            return OperationOutcome(result: .failure(HSMError(.noNodeAvailable, "node \(pin.nodeID)")), attempts: [])
+        }
+        channel.outstanding.add(1, ordering: .relaxed)
+        let exchange = channel.exchange(
+            request, credentials: credentials, opener: opener, pinned: pin.slotID, waitMilliseconds: leaseWait)
+        channel.outstanding.subtract(1, ordering: .relaxed)
+        note(exchange, on: channel, request: request)
+        if exchange.sessionGone || exchange.nodeFailed {
+            sessionKeys.withLock { $0[handle] = nil }
+        }
+        return OperationOutcome(NodeResult(node: channel.node, result: exchange.result))
+    }
+
+    /// The up node with the fewest outstanding requests, not in `excluding`; ties go to
+    /// the first in an order that rotates per call (`rotate`), else to the first in
+    /// configuration order: key creation uses that, so a single-threaded tool keeps making
+    /// keys on one node and its handles stay predictable. A down node whose backoff elapsed is
+    /// probed by this caller first; when no node at all is up, the one due soonest is
+    /// probed regardless, so a cluster that comes back is noticed at once.
+    func pick(excluding tried: Set<Int>, rotate: Bool = true) -> NodeChannel? {
+        let count = channels.count
+        guard count > 0 else { return nil }
+        let start =
+            rotate
+            ? Int(UInt(bitPattern: rotor.wrappingAdd(1, ordering: .relaxed).oldValue) % UInt(count)) : 0
+        var best: NodeChannel?
+        var bestLoad = Int.max
+        var anyUp = false
+        for offset in 0..<count {
+            let channel = channels[(start + offset) % count]
+            let now = clock.now()
+            let state = channel.health.withLock { $0.state(now: now) }
+            if state == .up { anyUp = true }
+            guard !tried.contains(channel.node.id) else { continue }
+            switch state {
+            case .up: break
+            case .down: continue
+            case .probeDue:
+                guard channel.health.withLock({ $0.claimProbe(now: now) }), probe(channel) else { continue }
+                anyUp = true
+            }
+            let load = channel.outstanding.load(ordering: .relaxed)
+            if load < bestLoad {
+                best = channel
+                bestLoad = load
+            }
+        }
+        if best == nil && !anyUp {
+            // Everything is down: probe the untried node due soonest, now.
+            let now = clock.now()
+            let candidates = channels.filter { !tried.contains($0.node.id) }
+            if let soonest = candidates.min(by: { a, b in
+                a.health.withLock { $0.retryAt } < b.health.withLock { $0.retryAt }
+            }), soonest.health.withLock({ $0.claimProbe(now: now, force: true) }), probe(soonest) {
+                best = soonest
+            }
+        }
+        return best
+    }
+
+    /// A probe: a fresh connection and a cheap request (nodeInfo, which needs no login).
+    /// On success the node is up again and the connection joins its pool.
+    private func probe(_ channel: NodeChannel) -> Bool {
+        channel.probes.add(1, ordering: .relaxed)
+        do {
+            let connection = try makeConnection(channel.node)
+            let response = try connection.send(.nodeInfo)
+            guard response.code.isSuccess else {
+                connection.close()
+                throw HSMError(response.code, response.detail)
+            }
+            channel.health.withLock { $0.answered() }
+            channel.adopt(connection)
+            return true
+        } catch {
+            let now = clock.now()
+            channel.health.withLock { $0.probeFailed("\(error)", now: now) }
+            return false
+        }
+    }
+
+    /// One exchange on `channel`, counted in its outstanding requests while it runs.
+    private func exchange(_ request: HSMRequest, on channel: NodeChannel) -> NodeChannel.Exchange {
+        channel.outstanding.add(1, ordering: .relaxed)
+        let exchange = channel.exchange(
+            request, credentials: credentials, opener: opener, waitMilliseconds: leaseWait)
+        channel.outstanding.subtract(1, ordering: .relaxed)
+        note(exchange, on: channel, request: request)
+        return exchange
+    }
+
+    /// Updates the node's counters and health from an exchange, and remembers session keys
+    /// made (or forgets those deleted).
+    private func note(_ exchange: NodeChannel.Exchange, on channel: NodeChannel, request: HSMRequest) {
+        switch request {
+        case .login, .logout: break
+        default: if exchange.wasSent { channel.requestsSent.add(1, ordering: .relaxed) }
+        }
+        switch exchange.result {
+        case .failure(let error) where exchange.nodeFailed:
+            channel.failures.add(1, ordering: .relaxed)
+            let now = clock.now()
+            channel.health.withLock { $0.failed(error.description, now: now) }
+            // The idle connections go to a node that just failed: never reuse them.
+            channel.dropIdleConnections()
+            return
+        case .failure(let error) where error.code == .throttled || error.code == .keyNotReplicated:
+            channel.busyAnswers.add(1, ordering: .relaxed)
+        case .failure where exchange.poolExhausted || exchange.sessionGone:
+            return
+        case .failure(let error) where !exchange.wasSent && error.code.isClientSide:
+            return
+        case .failure:
+            break
+        case .success(let response):
+            recordSessionKeys(request, response: response, nodeID: channel.node.id, slotID: exchange.slotID)
+        }
+        // The node answered: it is up.
+        if channel.health.withLock({ $0.isDown }) { channel.health.withLock { $0.answered() } }
+    }
+
+    private func recordSessionKeys(_ request: HSMRequest, response: HSMResponse, nodeID: Int, slotID: Int?) {
+        let isSession: Bool
+        switch request {
+        case .generateSymmetricKey(_, _, _, let session, _), .generateRSAKeyPair(_, _, _, let session, _),
+            .unwrapKey(_, _, _, let session, _):
+            isSession = session
+        case .deleteKey(let handle):
+            sessionKeys.withLock { $0[handle] = nil }
+            return
+        default:
+            return
+        }
+        guard isSession, let slotID else { return }
+        let pin = SessionPin(nodeID: nodeID, slotID: slotID)
+        sessionKeys.withLock { keys in
+            switch response.body {
+            case .handle(let handle): keys[handle] = pin
+            case .keyPair(let publicKey, let privateKey):
+                keys[publicKey] = pin
+                keys[privateKey] = pin
+            default: break
+            }
+        }
+    }
+
+    /// The key handles a request names.
+    static func handles(in request: HSMRequest) -> [KeyHandle] {
+        switch request {
+        case .wrapHostKey(let wrappingKey, _), .unwrapKey(let wrappingKey, _, _, _, _): return [wrappingKey]
+        case .wrapKey(let key, let wrappingKey): return [key, wrappingKey]
+        case .getAttributes(let key), .deleteKey(let key), .exportPublicKey(let key): return [key]
+        case .sign(let key, _, _), .decrypt(let key, _, _): return [key]
+        default: return []
+        }
+    }
+
+    /// Whether `handle` is a session key this process made (and where).
+    func sessionPin(of handle: KeyHandle) -> SessionPin? { sessionKeys.withLock { $0[handle] } }
+
+    func channel(_ nodeID: Int) -> NodeChannel? { channels.first { $0.node.id == nodeID } }
+
+    /// How long a caller waits for a free pooled connection before moving on.
+    private var leaseWait: Int {
+        configuration.operationTimeoutMilliseconds + configuration.connectTimeoutMilliseconds
+    }
+
+    private func makeConnection(_ node: NodeAddress) throws -> NodeConnection {
+        try NodeConnection.open(
+            node: node, tls: tls, connectTimeoutMilliseconds: configuration.connectTimeoutMilliseconds,
+            operationTimeoutMilliseconds: configuration.operationTimeoutMilliseconds)
     }
 
     /// Opens a connection to a node with this client's TLS context and timeouts.
     private var opener: NodeChannel.Opener {
-        let tls = self.tls
-        let configuration = self.configuration
-        return { node in
-            try NodeConnection.open(
-                node: node, tls: tls, connectTimeoutMilliseconds: configuration.connectTimeoutMilliseconds,
-                operationTimeoutMilliseconds: configuration.operationTimeoutMilliseconds)
-        }
+        { [self] node in try makeConnection(node) }
     }
 }

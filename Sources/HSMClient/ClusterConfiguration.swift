@@ -26,6 +26,7 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public static let environmentVariable = "CLOUDHSM_CONFIG"
     public static let defaultConnectTimeoutMilliseconds = 3000
     public static let defaultOperationTimeoutMilliseconds = 15000
+    public static let defaultMaxConnectionsPerNode = 8
 
     public var clusterID: String
     /// Absolute, or relative to the working directory when the configuration was inline
@@ -35,6 +36,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var nodes: [NodeAddress]
     public var connectTimeoutMilliseconds: Int
     public var operationTimeoutMilliseconds: Int
+    /// The bound of each node's connection pool (`max_connections_per_node`).
+    public var maxConnectionsPerNode: Int
     public var clientCertificatePath: String?
     public var clientKeyPath: String?
     /// The file the configuration came from, or a name for an inline one; errors name it.
@@ -44,13 +47,15 @@ public struct ClusterConfiguration: Equatable, Sendable {
         clusterID: String, trustAnchorPath: String, nodes: [NodeAddress],
         connectTimeoutMilliseconds: Int = defaultConnectTimeoutMilliseconds,
         operationTimeoutMilliseconds: Int = defaultOperationTimeoutMilliseconds,
-        clientCertificatePath: String? = nil, clientKeyPath: String? = nil, source: String = "<inline>"
+        clientCertificatePath: String? = nil, clientKeyPath: String? = nil, source: String = "<inline>",
+        maxConnectionsPerNode: Int = defaultMaxConnectionsPerNode
     ) {
         self.clusterID = clusterID
         self.trustAnchorPath = trustAnchorPath
         self.nodes = nodes
         self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
         self.operationTimeoutMilliseconds = operationTimeoutMilliseconds
+        self.maxConnectionsPerNode = maxConnectionsPerNode
         self.clientCertificatePath = clientCertificatePath
         self.clientKeyPath = clientKeyPath
         self.source = source
@@ -100,6 +105,7 @@ public struct ClusterConfiguration: Equatable, Sendable {
         var nodes: [NodeAddress] = []
         var connectTimeout: Int?
         var operationTimeout: Int?
+        var maxConnections: Int?
         var certificate: String?
         var key: String?
 
@@ -138,6 +144,11 @@ public struct ClusterConfiguration: Equatable, Sendable {
             case "operation_timeout_ms":
                 try setOnce(
                     &operationTimeout, try Self.milliseconds(value, name, fail(lineNumber, "")), name, lineNumber)
+            case "max_connections_per_node":
+                guard let number = Int(value), (1...256).contains(number) else {
+                    throw fail(lineNumber, "max_connections_per_node must be a number from 1 to 256, found `\(value)`")
+                }
+                try setOnce(&maxConnections, number, name, lineNumber)
             case "node":
                 let node = try Self.parseNode(value, fail(lineNumber, ""))
                 if nodes.contains(where: { $0.id == node.id }) {
@@ -160,7 +171,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
             clusterID: clusterID, trustAnchorPath: trustAnchor, nodes: nodes,
             connectTimeoutMilliseconds: connectTimeout ?? Self.defaultConnectTimeoutMilliseconds,
             operationTimeoutMilliseconds: operationTimeout ?? Self.defaultOperationTimeoutMilliseconds,
-            clientCertificatePath: certificate, clientKeyPath: key, source: source)
+            clientCertificatePath: certificate, clientKeyPath: key, source: source,
+            maxConnectionsPerNode: maxConnections ?? Self.defaultMaxConnectionsPerNode)
     }
 
     /// `template` carries the source and line; only its reason is replaced.

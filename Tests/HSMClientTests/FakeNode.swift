@@ -66,6 +66,7 @@ final class FakeNode: @unchecked Sendable {
     private var counter: UInt64 = 1
     private var keys: [KeyHandle: (attributes: KeyAttributes, rsa: RSAPrivateKey?, secret: [UInt8])] = [:]
     private var open: [TLSConnection] = []
+    private var doomed: Set<ObjectIdentifier> = []
     private(set) var connectionCount = 0
     private(set) var loginCount = 0
     private(set) var requests: [CloudHSMCore.Operation] = []
@@ -73,15 +74,34 @@ final class FakeNode: @unchecked Sendable {
 
     var port: UInt16 { listener.port }
 
+    /// Nodes that receive a copy of every token key made here (replication, emulated).
+    var replicas: [FakeNode] = []
+    /// Operations answered "throttled" (0xbb) at once.
+    var throttled: Set<CloudHSMCore.Operation> = []
+    /// Operations answered "not yet replicated" (0xbc) at once.
+    var notReplicated: Set<CloudHSMCore.Operation> = []
+    /// Operations whose connection is closed, unanswered, when they arrive (a node that
+    /// dies while it works).
+    var dropOn: Set<CloudHSMCore.Operation> = []
+    /// A pause before each sign is answered (without the lock): a slow node.
+    var signDelayMicroseconds: UInt32 = 0
+    /// Signs running right now, and the most at once: proves parallel connections.
+    private(set) var signsInProgress = 0
+    private(set) var maxSignsInProgress = 0
+    /// Token keys copied from a peer, waiting to be stored (outside the peer's lock).
+    private var replicationQueue: [(KeyAttributes, RSAPrivateKey?, [UInt8])] = []
+
     /// When set, a login waits (up to 5 s) until every node sharing the barrier has
     /// received one, and fails otherwise: proves the client asks the nodes in parallel.
     var loginBarrier: LoginBarrier?
 
-    init(nodeID: Int, pki: TestPKI, crypto: CryptoContext, clusterID: String = "test-cluster") throws {
+    init(
+        nodeID: Int, pki: TestPKI, crypto: CryptoContext, clusterID: String = "test-cluster", port: UInt16 = 0
+    ) throws {
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.crypto = crypto
-        listener = try TCPListener(host: "127.0.0.1", port: 0)
+        listener = try TCPListener(host: "127.0.0.1", port: port)
         tls = try TLSContext.server(
             certificatePath: pki.certificatePath, privateKeyPath: pki.keyPath, trustAnchorPath: nil,
             requireClientCertificate: false, context: crypto)
@@ -94,13 +114,15 @@ final class FakeNode: @unchecked Sendable {
         dropConnections()
     }
 
-    /// Closes every open connection, as a restarting node would.
+    /// Closes every open connection, as a restarting node would. Each closes when its
+    /// next request arrives, unanswered: closing it here, from another thread than the one
+    /// reading it, would free its descriptor for the next accepted socket while that thread
+    /// still reads it.
     func dropConnections() {
-        let connections = lock.withLock { () -> [TLSConnection] in
-            defer { open.removeAll() }
-            return open
+        lock.withLock {
+            for connection in open { doomed.insert(ObjectIdentifier(connection)) }
+            open.removeAll()
         }
-        for connection in connections { connection.close() }
     }
 
     func withState<T>(_ body: (FakeNode) -> T) -> T { lock.withLock { body(self) } }
@@ -127,6 +149,10 @@ final class FakeNode: @unchecked Sendable {
             lock.withLock { for handle in sessionKeys { keys[handle] = nil } }
         }
         while let frame = try? connection.readFrame() {
+            if lock.withLock({ doomed.remove(ObjectIdentifier(connection)) != nil }) {
+                connection.close()
+                return
+            }
             let response: HSMResponse
             do {
                 let request = try HSMRequest.decode(operation: frame.operation, payload: frame.payload)
@@ -138,7 +164,43 @@ final class FakeNode: @unchecked Sendable {
                             payload: response.encodedPayload()))
                     continue
                 }
-                response = lock.withLock { handle(request, user: &user, sessionKeys: &sessionKeys) }
+                let (throttle, notYet, drop, delay) = lock.withLock {
+                    (throttled, notReplicated, dropOn, signDelayMicroseconds)
+                }
+                if drop.contains(request.operation) {
+                    connection.close()
+                    return
+                }
+                if throttle.contains(request.operation) {
+                    response = .failure(HSMError(.throttled, "fake node \(nodeID) is throttled"))
+                } else if notYet.contains(request.operation) {
+                    response = .failure(HSMError(.keyNotReplicated, "fake node \(nodeID) has not caught up"))
+                } else {
+                    if case .sign = request {
+                        lock.withLock {
+                            signsInProgress += 1
+                            maxSignsInProgress = max(maxSignsInProgress, signsInProgress)
+                        }
+                        if delay > 0 { usleep(delay) }
+                        lock.withLock { signsInProgress -= 1 }
+                    }
+                    let (answer, copies) = lock.withLock {
+                        () -> (HSMResponse, [(KeyAttributes, RSAPrivateKey?, [UInt8])]) in
+                        let answer = handle(request, user: &user, sessionKeys: &sessionKeys)
+                        defer { replicationQueue.removeAll() }
+                        return (answer, replicationQueue)
+                    }
+                    // Copied to the peers after this node's lock is released: two nodes
+                    // replicating to each other at once cannot deadlock.
+                    for replica in lock.withLock({ replicas }) where !copies.isEmpty {
+                        replica.withState { peer in
+                            for (attributes, rsa, secret) in copies {
+                                peer.keys[attributes.handle] = (attributes, rsa, secret)
+                            }
+                        }
+                    }
+                    response = answer
+                }
             } catch {
                 response = .failure(HSMError(.invalidRequest, "\(error)"))
             }
@@ -159,7 +221,11 @@ final class FakeNode: @unchecked Sendable {
         }
         func store(_ attributes: KeyAttributes, rsa: RSAPrivateKey?, secret: [UInt8], session: Bool) {
             keys[attributes.handle] = (attributes, rsa, secret)
-            if session { sessionKeys.insert(attributes.handle) }
+            if session {
+                sessionKeys.insert(attributes.handle)
+            } else {
+                replicationQueue.append((attributes, rsa, secret))
+            }
         }
         switch request {
         case .login(_, let name, let password):
