@@ -347,7 +347,9 @@ public final class ClusterClient: Sendable {
             request, credentials: credentials, opener: opener, pinned: pin.slotID, waitMilliseconds: leaseWait)
         channel.outstanding.subtract(1, ordering: .relaxed)
         note(exchange, on: channel, request: request)
-        if exchange.sessionGone || exchange.nodeFailed {
+        // A failure in flight reports itself; the pin stays so that the next request hears
+        // that the session (and its keys) ended, once.
+        if exchange.sessionGone {
             sessionKeys.withLock { $0[handle] = nil }
         }
         return OperationOutcome(NodeResult(node: channel.node, result: exchange.result))

@@ -127,6 +127,12 @@ final class FakeNode: @unchecked Sendable {
 
     func withState<T>(_ body: (FakeNode) -> T) -> T { lock.withLock { body(self) } }
 
+    /// Copies the token keys `peer` holds and this node lacks (a returning node's catch-up).
+    func catchUp(from peer: FakeNode) {
+        let theirs = peer.withState { $0.keys.filter { $0.value.attributes.isToken } }
+        lock.withLock { for (handle, key) in theirs where keys[handle] == nil { keys[handle] = key } }
+    }
+
     private func acceptLoop() {
         while let socket = try? listener.accept() {
             let thread = Thread { [self] in
