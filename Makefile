@@ -24,6 +24,10 @@ PYTEST_ARGS ?= tests/
 BIN = $(eval BIN := $$(shell $(SWIFT) build $(SWIFT_FLAGS) --show-bin-path))$(BIN)
 # Stable place the scripts look at first: build/bin -> the build's bin directory.
 BIN_LINK := build/bin
+# Where the OpenSSL provider is linked as cloudhsm.so (tests and cluster.sh look here).
+MODULE_DIR := build/ossl-modules
+TOOLS := hsmd key_mgmt_util cloudhsm_mgmt_util cloudhsm_check
+PREFIX ?= /usr/local
 
 CLUSTER_DIR ?= .cluster
 CLUSTER_PORTS ?= 2223 2224 2225
@@ -32,7 +36,7 @@ export CLUSTER_DIR CLUSTER_PORTS
 
 APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev openssl curl nginx
 
-.PHONY: help deps build cluster stop-cluster status demo test swift-test pytest clean
+.PHONY: help deps build install cluster stop-cluster status demo test swift-test pytest clean
 
 help: ## Show this list
 	@echo "Targets:"
@@ -60,11 +64,26 @@ deps: ## Install missing system packages (apt) and Python test modules (pip); qu
 	fi
 	@command -v $(SWIFT) >/dev/null || { echo "deps: no swift on PATH (looked in $(SWIFT_TOOLCHAIN) too)" >&2; exit 1; }
 
-build: ## swift build (debug) and link its bin directory at build/bin
+build: ## swift build (debug); links build/bin and build/ossl-modules/cloudhsm.so
 	$(SWIFT) build $(SWIFT_FLAGS)
-	@mkdir -p $(dir $(BIN_LINK))
+	@mkdir -p $(dir $(BIN_LINK)) $(MODULE_DIR)
 	@ln -sfn "$(BIN)" $(BIN_LINK)
 	@echo "executables: $(BIN_LINK) -> $(BIN)"
+	@if [ -f "$(BIN)/libcloudhsm.so" ]; then \
+	  ln -sfn "$(BIN)/libcloudhsm.so" $(MODULE_DIR)/cloudhsm.so; \
+	  echo "provider:    $(MODULE_DIR)/cloudhsm.so -> $(BIN)/libcloudhsm.so"; \
+	fi
+
+install: build ## Install the tools in PREFIX/bin (/usr/local) and cloudhsm.so in OpenSSL's modules directory
+	install -d "$(DESTDIR)$(PREFIX)/bin"
+	@for t in $(TOOLS); do \
+	  if [ -x $(BIN_LINK)/$$t ]; then install -m 0755 $(BIN_LINK)/$$t "$(DESTDIR)$(PREFIX)/bin/" && echo "installed $(DESTDIR)$(PREFIX)/bin/$$t"; fi; \
+	done
+	@moddir="$$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$$/\1/p')"; \
+	if [ -f $(MODULE_DIR)/cloudhsm.so ]; then \
+	  install -d "$(DESTDIR)$$moddir" && install -m 0644 $(MODULE_DIR)/cloudhsm.so "$(DESTDIR)$$moddir/cloudhsm.so" && \
+	  echo "installed $(DESTDIR)$$moddir/cloudhsm.so"; \
+	fi
 
 cluster: build ## Start the 3-node dev cluster (CLUSTER_DIR, CLUSTER_PORTS); then `. .cluster/env`
 	BIN_DIR="$(BIN)" scripts/cluster.sh start

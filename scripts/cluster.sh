@@ -21,7 +21,8 @@
 #                   (e.g. HSMD_RUN_ARGS="--workers 2 --queue 16"; split on spaces)
 #
 # After `start`, `. $CLUSTER_DIR/env` puts the tools on PATH and sets CLOUDHSM_CONFIG and
-# n3fips_password for key_mgmt_util.
+# n3fips_password for key_mgmt_util; when the provider is built (build/ossl-modules/
+# cloudhsm.so) it also sets OPENSSL_CONF to $CLUSTER_DIR/openssl.cnf, which loads it.
 set -euo pipefail
 
 readonly SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -268,9 +269,27 @@ create_crypto_user() {
     (umask 077 && echo "$cu_pw" >"$CU_PASSWORD_FILE")
 }
 
+# The OpenSSL provider, when it is built: an openssl.cnf for this cluster (provider.cnf
+# with the module and cluster_config lines filled in).
+write_openssl_conf() {
+    OPENSSL_CNF=""
+    local module=""
+    if [[ -f "$REPO_DIR/build/ossl-modules/cloudhsm.so" ]]; then
+        module="$(cd "$REPO_DIR/build/ossl-modules" && pwd)/cloudhsm.so"
+    elif [[ -f "$BIN_DIR/libcloudhsm.so" ]]; then
+        module="$BIN_DIR/libcloudhsm.so"
+    fi
+    [[ -n "$module" && -f "$REPO_DIR/provider.cnf" ]] || return 0
+    OPENSSL_CNF="$CLUSTER_DIR/openssl.cnf"
+    sed -e "s|^# *module = .*|module = $module|" -e "s|^cluster_config = .*|cluster_config = $CFG|" \
+        "$REPO_DIR/provider.cnf" >"$OPENSSL_CNF.tmp"
+    mv "$OPENSSL_CNF.tmp" "$OPENSSL_CNF"
+}
+
 write_env() {
     local cu_pw
     cu_pw="$(<"$CU_PASSWORD_FILE")"
+    write_openssl_conf
     (
         umask 077
         {
@@ -280,6 +299,10 @@ write_env() {
             printf 'export n3fips_password=%q\n' "$CRYPTO_USER:$cu_pw"
             printf 'export CLOUDHSM_CU_USER=%q\n' "$CRYPTO_USER"
             printf 'export CLOUDHSM_CU_PASSWORD=%q\n' "$cu_pw"
+            if [[ -n "$OPENSSL_CNF" ]]; then
+                echo "# openssl and every libssl program load the cloudhsm provider (OPENSSL_CONF=/dev/null: without it)"
+                printf 'export OPENSSL_CONF=%q\n' "$OPENSSL_CNF"
+            fi
         } >"$ENV_FILE.tmp"
     )
     mv "$ENV_FILE.tmp" "$ENV_FILE"

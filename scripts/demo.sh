@@ -26,9 +26,11 @@ step "1. The cluster: $CLUSTER_DIR/cluster.cfg names these nodes (trust anchor: 
 grep -E '^(cluster_id|trust_anchor|node)' "$CLOUDHSM_CONFIG" | sed 's/^/    /'
 
 step "2. An existing web server key made in software: openssl genrsa -out web_server_existing.key 2048"
-openssl genrsa -out web_server_existing.key 2048 2>/dev/null
-openssl pkey -in web_server_existing.key -pubout -out web_server_existing.pub
-echo "    $(openssl pkey -in web_server_existing.key -noout -text 2>/dev/null | head -n1)"
+# OPENSSL_CONF=/dev/null: plain OpenSSL, the key is made in software (the env file may
+# point OPENSSL_CONF at the cloudhsm provider, which would make it in the HSMs).
+OPENSSL_CONF=/dev/null openssl genrsa -out web_server_existing.key 2048 2>/dev/null
+OPENSSL_CONF=/dev/null openssl pkey -in web_server_existing.key -pubout -out web_server_existing.pub
+echo "    $(OPENSSL_CONF=/dev/null openssl pkey -in web_server_existing.key -noout -text 2>/dev/null | head -n1)"
 
 # key_mgmt_util reads its commands from a FIFO and writes a transcript, so that the
 # handles it prints can be fed back to it in the same session (the wrapping key is a
@@ -97,11 +99,11 @@ tail -n "+$((SHOWN + 1))" kmu.transcript | sed 's/^/    | /'
 
 step "8. What the fake PEM holds"
 sed 's/^/    /' web_server_fake_PEM.key
-if openssl pkey -in web_server_fake_PEM.key -noout 2>/dev/null; then
+if OPENSSL_CONF=/dev/null openssl pkey -in web_server_fake_PEM.key -noout 2>/dev/null; then
     die "openssl loaded the fake PEM as a software key: it must not"
 fi
 echo "    openssl without the cloudhsm provider refuses it (as it must: it holds no key)."
-openssl asn1parse -in web_server_fake_PEM.key -inform PEM 2>/dev/null | grep -E 'UTF8STRING|INTEGER' | head -n 4 |
+OPENSSL_CONF=/dev/null openssl asn1parse -in web_server_fake_PEM.key -inform PEM 2>/dev/null | grep -E 'UTF8STRING|INTEGER' | head -n 4 |
     sed 's/^/    /'
 
 step "Done. Files are in $DEMO_DIR; use the cluster yourself with:  . $CLUSTER_DIR/env && key_mgmt_util"

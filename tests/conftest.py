@@ -28,6 +28,10 @@ from helpers import (
 
 NODES = 3
 
+# A shell that sourced .cluster/env points OPENSSL_CONF at the dev cluster's provider;
+# these tests run plain openssl unless a test sets OPENSSL_CONF itself.
+os.environ.pop("OPENSSL_CONF", None)
+
 
 class Cluster:
     def __init__(self, directory: Path, ports: list[int], bin_dir: Path):
