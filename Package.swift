@@ -13,6 +13,7 @@ let package = Package(
         // The OpenSSL provider, installed as cloudhsm.so.
         .library(name: "cloudhsm", type: .dynamic, targets: ["CloudHSMProvider"]),
         .executable(name: "cloudhsm_check", targets: ["cloudhsm_check"]),
+        .executable(name: "pkpspeed", targets: ["pkpspeed"]),
     ],
     targets: [
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl"),
@@ -32,6 +33,8 @@ let package = Package(
         .target(name: "CloudHSMProvider", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore", "COpenSSL"]),
         // Checks that applications can load the provider and sign with a fake PEM.
         .executableTarget(name: "cloudhsm_check", dependencies: ["COpenSSL"]),
+        // pkpspeed: N threads sign or decrypt through one shared client; ops/s, latency, node shares.
+        .executableTarget(name: "pkpspeed", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore"]),
         .testTarget(name: "CloudHSMCoreTests", dependencies: ["CloudHSMCore"]),
         .testTarget(name: "OpenSSLKitTests", dependencies: ["OpenSSLKit"]),
         .testTarget(name: "HSMNodeTests", dependencies: ["HSMNode"]),
