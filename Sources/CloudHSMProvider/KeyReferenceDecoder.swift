@@ -70,6 +70,7 @@ enum KeyReferenceDecoder {
         let key: ProviderKey
         do {
             key = try ProviderKey(reference: reference, library: try runtime.library())
+            runtime.keys.prepare()
         } catch let error as ProviderError {
             raise(error)
             return 0

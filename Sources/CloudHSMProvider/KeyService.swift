@@ -10,11 +10,16 @@ import Synchronization
 
 final class KeyService: Sendable {
     private let configurationPath: String?
+    /// Read from the environment at provider init, so that a process that forks after
+    /// loading us (nginx's master) hands them to its workers even if their environment
+    /// is cleared; nil when the variables were not set then.
+    private let initialCredentials: Credentials?
     /// Made on first use, never at provider init: init must only read configuration.
     private let client = Mutex<ClusterClient?>(nil)
 
     init(configurationPath: String?) {
         self.configurationPath = configurationPath
+        self.initialCredentials = try? Credentials.fromEnvironment()
     }
 
     /// Signs `digest` (or a raw block) with the HSM key.
@@ -99,33 +104,41 @@ final class KeyService: Sendable {
         key.confirmedInProcess.store(pid, ordering: .releasing)
     }
 
-    private func loggedInClient() throws -> ClusterClient {
+    /// Reads the cluster configuration and trust anchor into memory, without touching
+    /// the network. Called when a key is loaded: nginx loads keys in its master, as root,
+    /// before it forks workers that may not be allowed to read those files.
+    func prepare() {
+        _ = try? preparedClient()
+    }
+
+    private func preparedClient() throws -> ClusterClient {
         try client.withLock { slot in
-            let client: ClusterClient
-            if let existing = slot {
-                client = existing
-            } else {
-                do {
-                    let configuration =
-                        try configurationPath.map { try ClusterConfiguration.load(path: $0) }
-                        ?? ClusterConfiguration.load()
-                    client = try ClusterClient(configuration: configuration)
-                } catch {
-                    throw ProviderError(.configuration, "\(error)")
-                }
-                slot = client
+            if let existing = slot { return existing }
+            do {
+                let configuration =
+                    try configurationPath.map { try ClusterConfiguration.load(path: $0) }
+                    ?? ClusterConfiguration.load()
+                let made = try ClusterClient(configuration: configuration)
+                slot = made
+                return made
+            } catch {
+                throw ProviderError(.configuration, "\(error)")
             }
-            if !client.isLoggedIn {
-                // Each node's connection logs in on first use; a wrong password shows up
-                // as the operation's loginFailed answer.
-                do {
-                    client.useCredentials(try Credentials.fromEnvironment())
-                } catch {
-                    throw ProviderError(.notLoggedIn, "\(error)")
-                }
-            }
-            return client
         }
+    }
+
+    private func loggedInClient() throws -> ClusterClient {
+        let client = try preparedClient()
+        if !client.isLoggedIn {
+            // Each node's connection logs in on first use; a wrong password shows up as
+            // the operation's loginFailed answer.
+            do {
+                client.useCredentials(try initialCredentials ?? Credentials.fromEnvironment())
+            } catch {
+                throw ProviderError(.notLoggedIn, "\(error)")
+            }
+        }
+        return client
     }
 
     private func body(_ result: Result<HSMResponse, HSMError>, doing what: String) throws -> ResponseBody {
