@@ -17,6 +17,7 @@ let usage = """
       -k       private key handle to use;  -f  a fake PEM file naming it
                (neither: a token RSA key of -m bits is generated first)
       -t       client threads (default 4);  -d  seconds to run (default 10)
+      -n       stop after this many operations in all (within -d)
       -o       sign (SHA-256 PKCS#1 v1.5, default) or decrypt (PKCS#1 v1.5)
       -m       modulus bits of a generated key (default 2048)
       --json   one JSON object instead of text
@@ -33,6 +34,7 @@ struct Options {
     var operation = "sign"
     var bits = 2048
     var json = false
+    var total: Int?
 }
 
 func fail(_ message: String, status: Int32 = 1) -> Never {
@@ -73,6 +75,9 @@ func parseOptions(_ arguments: [String]) -> Options {
                 fail("-m must be 1024, 2048, 3072 or 4096", status: 2)
             }
             options.bits = bits
+        case "-n":
+            guard let total = Int(value(flag)), total > 0 else { fail("-n needs a positive count", status: 2) }
+            options.total = total
         case "--json": options.json = true
         case "-h", "--help":
             print(usage)
@@ -196,11 +201,14 @@ let results = (0..<options.threads).map { _ in ThreadResult() }
 let start = Date()
 let deadline = start.addingTimeInterval(options.seconds)
 let finished = DispatchGroup()
+/// Operations claimed so far, for -n: each thread claims one before it starts it.
+let claimed = Atomic<Int>(0)
+let limit = options.total ?? Int.max
 for result in results {
     finished.enter()
     let thread = Thread {
         result.latencies.reserveCapacity(4096)
-        while Date() < deadline {
+        while Date() < deadline, claimed.wrappingAdd(1, ordering: .relaxed).oldValue < limit {
             let began = DispatchTime.now().uptimeNanoseconds
             let outcome = client.perform(request, key: handle)
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - began) / 1_000_000
