@@ -59,8 +59,8 @@ deps: ## Install missing system packages (apt) and Python test modules (pip); qu
 	fi
 	@if ! $(PYTHON) -c 'import pytest, cryptography' >/dev/null 2>&1; then \
 	  echo "deps: installing Python test modules (requirements-test.txt)"; \
-	  $(PYTHON) -m pip install -q -r requirements-test.txt 2>/dev/null || \
-	  $(PYTHON) -m pip install -q --break-system-packages -r requirements-test.txt; \
+	  PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -r requirements-test.txt 2>/dev/null || \
+	  PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --break-system-packages -r requirements-test.txt; \
 	fi
 	@command -v $(SWIFT) >/dev/null || { echo "deps: no swift on PATH (looked in $(SWIFT_TOOLCHAIN) too)" >&2; exit 1; }
 
