@@ -21,15 +21,27 @@ public final class TLSContext: @unchecked Sendable {
     deinit { SSL_CTX_free(pointer) }
 
     /// A node's context: its certificate and key, and optionally peers' client certificates.
+    ///
+    /// - Parameter requestClientCertificate: asks every client for a certificate but lets
+    ///   clients without one in (tools have none; peer nodes present theirs). A certificate
+    ///   that is presented must chain to `trustAnchorPath`, or the handshake fails, so a
+    ///   connection's `peerSubject` is trustworthy afterwards.
     public static func server(
         certificatePath: String, privateKeyPath: String, trustAnchorPath: String?,
-        requireClientCertificate: Bool, context: CryptoContext
+        requireClientCertificate: Bool, requestClientCertificate: Bool = false, context: CryptoContext
     ) throws -> TLSContext {
         let tls = try make(server: true, context: context)
         try tls.useCertificate(certificatePath: certificatePath, privateKeyPath: privateKeyPath)
         if let trustAnchorPath { try tls.trust(trustAnchorPath) }
         if requireClientCertificate {
             SSL_CTX_set_verify(tls.pointer, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+        } else if requestClientCertificate {
+            SSL_CTX_set_verify(tls.pointer, SSL_VERIFY_PEER, nil)
+        }
+        if requireClientCertificate || requestClientCertificate {
+            // Verifying servers must name a session context, or a resumption attempt fails.
+            let name = Array("cloudhsm-node".utf8)
+            _ = SSL_CTX_set_session_id_context(tls.pointer, name, UInt32(name.count))
         }
         return tls
     }
