@@ -20,6 +20,11 @@
 #   HSMD_INIT_ARGS  extra arguments for `hsmd init`, HSMD_RUN_ARGS for `hsmd run`
 #                   (e.g. HSMD_RUN_ARGS="--workers 2 --queue 16"; split on spaces)
 #
+# Nodes replicate token keys and users to each other: each `hsmd run` gets every other
+# node as a --peer and --cluster-key $CLUSTER_DIR/cluster.key (32 random bytes made once,
+# mode 0600, shared by all nodes; it seals every message between nodes). Pass
+# --min-nodes etc. through HSMD_RUN_ARGS.
+#
 # After `start`, `. $CLUSTER_DIR/env` puts the tools on PATH and sets CLOUDHSM_CONFIG and
 # n3fips_password for key_mgmt_util; when the provider is built (build/ossl-modules/
 # cloudhsm.so) it also sets OPENSSL_CONF to $CLUSTER_DIR/openssl.cnf, which loads it.
@@ -41,6 +46,7 @@ readonly CA_KEY="$CLUSTER_DIR/customerCA.key"
 readonly CA_CRT="$CLUSTER_DIR/customerCA.crt"
 readonly CO_PASSWORD_FILE="$CLUSTER_DIR/co_password"
 readonly CU_PASSWORD_FILE="$CLUSTER_DIR/crypto_user_password"
+readonly CLUSTER_KEY="$CLUSTER_DIR/cluster.key"
 readonly ENV_FILE="$CLUSTER_DIR/env"
 
 log() { printf 'cluster: %s\n' "$*"; }
@@ -170,6 +176,14 @@ EOF
     mv "$crt.tmp" "$crt"
 }
 
+# The cluster key: made once, the same file for every node (hsmd reads it at each start).
+make_cluster_key() {
+    [[ -s "$CLUSTER_KEY" ]] && return 0
+    log "creating the cluster key $CLUSTER_KEY (seals records between nodes)"
+    (umask 077 && openssl_quiet rand -out "$CLUSTER_KEY.tmp" 32)
+    mv "$CLUSTER_KEY.tmp" "$CLUSTER_KEY"
+}
+
 # ---------------------------------------------------------------------------- set-up
 
 random_password() { openssl rand -hex 12; }
@@ -218,8 +232,14 @@ start_node() {
     printf -- '--- %s: starting hsmd node %s on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$n" "$port" >>"$logf"
     offset=$(($(stat -c %s "$logf") + 1))
     # setsid + nohup: the node outlives make and the terminal; stdin from /dev/null.
+    local peers=() m
+    for m in "${!PORTS[@]}"; do
+        [[ "$m" == "$n" ]] || peers+=(--peer "$m=127.0.0.1:${PORTS[$m]}")
+    done
+    if [[ ${#peers[@]} -gt 0 ]]; then peers+=(--cluster-key "$CLUSTER_KEY"); fi
     setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "127.0.0.1:$port" \
-        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" ${HSMD_RUN_ARGS:-} \
+        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" \
+        "${peers[@]+"${peers[@]}"}" ${HSMD_RUN_ARGS:-} \
         </dev/null >>"$logf" 2>&1 &
     pid=$!
     echo "$pid" >"$pidf"
@@ -317,6 +337,7 @@ cmd_start() {
     make_ca
     local n
     for n in "${!PORTS[@]}"; do make_node_cert "$n"; done
+    make_cluster_key
     init_nodes
     write_config
 

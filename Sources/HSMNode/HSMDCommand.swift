@@ -34,6 +34,13 @@ public enum HSMDCommand: Equatable {
         public var queueLimit: Int
         public var maxOperationsPerSecond: Double?
         public var passwordIterations: Int?
+        /// The other nodes of the cluster; empty for a node on its own.
+        public var peers: [PeerAddress] = []
+        public var clusterKeyPath: String? = nil
+        /// Nodes (this one included) that must hold a new token key before it is reported.
+        public var minNodes: Int = 1
+        public var syncIntervalMilliseconds: Int = 2000
+        public var peerTimeoutMilliseconds: Int = 1500
     }
 
     public static let usage = """
@@ -45,6 +52,8 @@ public enum HSMDCommand: Equatable {
               initialised DIR. N is 0...15.
           hsmd run --data-dir DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE
                    [--workers N] [--queue N] [--max-ops-per-second N] [--password-iterations N]
+                   [--peer N=HOST:PORT ...] [--cluster-key FILE] [--min-nodes N]
+                   [--sync-interval-ms N] [--peer-timeout-ms N]
               Serves TLS 1.3 on HOST:PORT (PORT 0 picks one) and prints
               "hsmd node N listening on HOST:PORT" once it accepts connections.
               --workers             threads doing RSA work (default: number of CPUs)
@@ -52,6 +61,18 @@ public enum HSMDCommand: Equatable {
                                     node answers 0xbb throttled (default 64)
               --max-ops-per-second  pace the workers to emulate fixed HSM capacity
                                     (default: unlimited)
+              --peer N=HOST:PORT    another node of the cluster (repeat for each); token keys
+                                    and users replicate to and from every peer over mutual
+                                    TLS (this node's --cert/--key; a peer's certificate must
+                                    come from --ca with CN hsm-node-N)
+              --cluster-key FILE    the cluster-wide 32-byte key (raw, or 64 hex digits; mode
+                                    0600) sealing every peer message; required with --peer
+              --min-nodes N         nodes, this one included, that must hold a new token key
+                                    before it is reported created, else 0xbd (default 2, or 1
+                                    without peers)
+              --sync-interval-ms N  how often to pull what peers hold and this node lacks
+                                    (default 2000)
+              --peer-timeout-ms N   connect timeout towards a peer (default 1500)
           --password-iterations     PBKDF2-HMAC-SHA256 iterations for passwords set from
                                     then on (default 100000; init stores it for the node,
                                     run overrides it). Lower it only for tests.
@@ -63,11 +84,16 @@ public enum HSMDCommand: Equatable {
         guard let verb = arguments.first else { throw UsageError("missing command: init or run") }
         if ["-h", "--help", "help"].contains(verb) { return .help }
         var flags: [String: String] = [:]
+        var peerFlags: [String] = []  // the one flag that may repeat
         var rest = arguments.dropFirst()
         while let flag = rest.popFirst() {
             if flag == "-h" || flag == "--help" { return .help }
             guard flag.hasPrefix("--") else { throw UsageError("unexpected argument '\(flag)'") }
             guard let value = rest.popFirst() else { throw UsageError("\(flag) needs a value") }
+            if flag == "--peer", verb == "run" {
+                peerFlags.append(value)
+                continue
+            }
             guard flags[flag] == nil else { throw UsageError("\(flag) is given twice") }
             flags[flag] = value
         }
@@ -103,18 +129,47 @@ public enum HSMDCommand: Equatable {
                 }
                 rate = value
             }
-            command = .run(
-                RunOptions(
-                    dataDirectory: try take("--data-dir"), host: host, port: port, certificatePath: try take("--cert"),
-                    keyPath: try take("--key"), caPath: try take("--ca"),
-                    workers: try integer("--workers", 1...1024) ?? ProcessInfo.processInfo.activeProcessorCount,
-                    queueLimit: try integer("--queue", 0...1_000_000) ?? 64, maxOperationsPerSecond: rate,
-                    passwordIterations: try integer("--password-iterations", 1...10_000_000)))
+            var options = RunOptions(
+                dataDirectory: try take("--data-dir"), host: host, port: port, certificatePath: try take("--cert"),
+                keyPath: try take("--key"), caPath: try take("--ca"),
+                workers: try integer("--workers", 1...1024) ?? ProcessInfo.processInfo.activeProcessorCount,
+                queueLimit: try integer("--queue", 0...1_000_000) ?? 64, maxOperationsPerSecond: rate,
+                passwordIterations: try integer("--password-iterations", 1...10_000_000))
+            options.peers = try peerFlags.map(parsePeer)
+            guard Set(options.peers.map(\.id)).count == options.peers.count else {
+                throw UsageError("--peer names the same node id twice")
+            }
+            if let path = flags.removeValue(forKey: "--cluster-key") {
+                guard !path.isEmpty else { throw UsageError("--cluster-key is empty") }
+                options.clusterKeyPath = path
+            }
+            if !options.peers.isEmpty, options.clusterKeyPath == nil {
+                throw UsageError("--peer needs --cluster-key: peer messages are sealed under the cluster key")
+            }
+            options.minNodes = try integer("--min-nodes", 1...16) ?? min(2, options.peers.count + 1)
+            guard options.minNodes <= options.peers.count + 1 else {
+                throw UsageError(
+                    "--min-nodes \(options.minNodes) needs at least \(options.minNodes - 1) --peer, "
+                        + "found \(options.peers.count)")
+            }
+            options.syncIntervalMilliseconds = try integer("--sync-interval-ms", 50...3_600_000) ?? 2000
+            options.peerTimeoutMilliseconds = try integer("--peer-timeout-ms", 50...60_000) ?? 1500
+            command = .run(options)
         default:
             throw UsageError("unknown command '\(verb)': use init or run")
         }
         if let unknown = flags.keys.sorted().first { throw UsageError("unknown option \(unknown) for \(verb)") }
         return command
+    }
+
+    /// `N=HOST:PORT`.
+    static func parsePeer(_ text: String) throws -> PeerAddress {
+        guard let equals = text.firstIndex(of: "="), let id = UInt8(text[..<equals]), id <= 15 else {
+            throw UsageError("--peer needs N=HOST:PORT with a node id 0...15, not '\(text)'")
+        }
+        let (host, port) = try parseListen(String(text[text.index(after: equals)...]))
+        guard port != 0 else { throw UsageError("--peer \(text): the port must not be 0") }
+        return PeerAddress(id: id, host: host, port: port)
     }
 
     /// `HOST:PORT`, `[v6]:PORT`.

@@ -20,6 +20,10 @@ public final class NodeServer: @unchecked Sendable {
 
     public var port: UInt16 { listener.port }
 
+    /// Answers peer operations (0x40 and up) on connections whose client certificate names
+    /// a configured peer node; set once before `serve()`.
+    public var replicator: Replicator?
+
     public init(handler: RequestHandler, host: String, port: UInt16, tls: TLSContext) throws {
         self.handler = handler
         self.tls = tls
@@ -57,8 +61,14 @@ public final class NodeServer: @unchecked Sendable {
             return
         }
         connection.setTimeout(milliseconds: 0)
+        // The handshake refused any certificate the CA did not sign, so a subject here is
+        // trustworthy; tools present none and keep the ordinary operations only.
+        var peerNode: UInt8? = nil
+        if let replicator, let id = nodeID(fromSubject: connection.peerSubject), replicator.isPeer(id) {
+            peerNode = id
+        }
         var session = handler.openSession()
-        logLine("connection \(session.id) open from \(peer)")
+        logLine("connection \(session.id) open from \(peer)" + (peerNode.map { " (peer node \($0))" } ?? ""))
         defer {
             handler.closeSession(&session)
             connection.close()
@@ -78,6 +88,18 @@ public final class NodeServer: @unchecked Sendable {
                 return
             }
             let response: Frame
+            if let peerNode, let replicator, frame.operation >= PeerOperation.listVersions.rawValue,
+                !frame.isResponse
+            {
+                guard let answer = replicator.answer(frame, from: peerNode) else { return }
+                do {
+                    try connection.writeFrame(answer)
+                } catch {
+                    logLine("connection \(session.id) error: \(error)")
+                    return
+                }
+                continue
+            }
             switch handler.answer(frame, session: &session) {
             case .success(let frame):
                 response = frame

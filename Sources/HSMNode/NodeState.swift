@@ -14,19 +14,33 @@ public final class NodeState: @unchecked Sendable {
 
     public let store: NodeStore
     let context: CryptoContext
-    private let masterKey: [UInt8]
+    let masterKey: [UInt8]
     public var nodeID: UInt8 { store.metadata.nodeID }
     public var clusterID: String { store.metadata.clusterID }
     /// PBKDF2 iterations for passwords set from now on.
     public let passwordIterations: Int
 
     // Guarded by `lock`.
-    private let lock = NSLock()
-    private var tokenKeys: [KeyHandle: KeyObject] = [:]
+    let lock = NSLock()
+    private var replicationHook: ReplicationHook?
+    /// Users whose current record came from a peer rather than a request to this node.
+    var usersFromPeers: Set<String> = []
+    var tokenKeys: [KeyHandle: KeyObject] = [:]
     private var sessionKeys: [KeyHandle: KeyObject] = [:]
     private var nextSessionID: UInt64 = 1
     private var signCount: UInt64 = 0
     private var decryptCount: UInt64 = 0
+    /// Held across "write the store, then update the maps" for token keys and users, so
+    /// a local change and a peer's record for the same handle cannot pass each other
+    /// between the two steps. Taken before `lock`, never inside it.
+    let applyLock = NSLock()
+
+    /// Replication to peer nodes; nil on a node without peers (then creation needs no one
+    /// else). Set once at start-up, before the node serves.
+    var replication: ReplicationHook? {
+        get { lock.withLock { replicationHook } }
+        set { lock.withLock { replicationHook = newValue } }
+    }
 
     /// Initialises a new node in `directory` (created 0700 if missing) with the crypto
     /// officer "admin".
@@ -79,12 +93,12 @@ public final class NodeState: @unchecked Sendable {
 
     // MARK: Key objects
 
-    private func additionalData(_ handle: KeyHandle) -> [UInt8] {
+    func additionalData(_ handle: KeyHandle) -> [UInt8] {
         (0..<8).map { UInt8(truncatingIfNeeded: handle >> (56 - 8 * UInt64($0))) }
     }
 
     /// Decrypts and parses a stored record once, at load.
-    private func makeObject(_ record: KeyRecord) throws -> KeyObject {
+    func makeObject(_ record: KeyRecord) throws -> KeyObject {
         let attributes = KeyAttributes(
             handle: record.handle, keyClass: record.keyClass, keyType: record.keyType, label: record.label,
             owner: record.owner, isToken: true, isExtractable: record.isExtractable, sizeInBits: record.sizeInBits,
@@ -153,13 +167,52 @@ public final class NodeState: @unchecked Sendable {
                     isExtractable: key.isExtractable, sizeInBits: key.sizeInBits, publicKeyInfo: key.publicKeyInfo,
                     sealedMaterial: sealed, version: 1, isDeleted: false))
         }
-        if !records.isEmpty { try store.apply(keyRecords: records) }
+        if !records.isEmpty {
+            // On disk first (this node is one of the min_nodes), but not yet visible: a key
+            // that does not reach enough nodes is never served.
+            try applyLock.withLock { _ = try store.apply(keyRecords: records) }
+            if let replication {
+                let outgoing = zip(records, keys).map { record, key in
+                    Self.peerRecord(record, material: record.keyClass == .publicKey ? [] : key.plaintext)
+                }
+                let needed = replication.minNodes - 1
+                let stored = replication.push(PeerRecords(keys: outgoing), waitFor: needed)
+                if stored < needed {
+                    try abandon(records, replication: replication)
+                    throw HSMError(
+                        .insufficientNodes,
+                        "the key reached \(stored + 1) HSM(s), \(replication.minNodes) are required; it was not created"
+                    )
+                }
+            }
+        }
         lock.withLock {
             for object in objects {
                 if sessionID == nil { tokenKeys[object.handle] = object } else { sessionKeys[object.handle] = object }
             }
         }
         return handles
+    }
+
+    /// Tombstones records whose creation failed, here and on the peers that took them (a
+    /// peer that misses this push gets the tombstone at its next sync: it is newer).
+    private func abandon(_ records: [KeyRecord], replication: ReplicationHook) throws {
+        let tombstones = records.map { record -> KeyRecord in
+            var tombstone = record
+            tombstone.version += 1
+            tombstone.isDeleted = true
+            tombstone.sealedMaterial = []
+            return tombstone
+        }
+        try applyLock.withLock { _ = try store.apply(keyRecords: tombstones) }
+        _ = replication.push(PeerRecords(keys: tombstones.map { Self.peerRecord($0, material: []) }), waitFor: nil)
+    }
+
+    static func peerRecord(_ r: KeyRecord, material: [UInt8]) -> PeerKeyRecord {
+        PeerKeyRecord(
+            handle: r.handle, keyClass: r.keyClass, keyType: r.keyType, label: r.label, owner: r.owner,
+            isExtractable: r.isExtractable, sizeInBits: r.sizeInBits, publicKeyInfo: r.publicKeyInfo,
+            material: material, version: r.version, isDeleted: r.isDeleted)
     }
 
     /// The object `handle` names as `sessionID` sees it: token keys, and session keys of
@@ -181,16 +234,20 @@ public final class NodeState: @unchecked Sendable {
         }
     }
 
-    /// Deletes a key: a tombstone on disk for token keys, then gone from memory.
+    /// Deletes a key: a tombstone on disk for token keys, then gone from memory, then
+    /// pushed to the peers (a peer that misses it gets it at its next sync).
     func delete(_ object: KeyObject) throws {
         if object.attributes.isToken {
             let a = object.attributes
-            try store.apply(
-                keyRecord: KeyRecord(
-                    handle: a.handle, keyClass: a.keyClass, keyType: a.keyType, label: a.label, owner: a.owner,
-                    isExtractable: a.isExtractable, sizeInBits: a.sizeInBits, publicKeyInfo: a.publicKeyInfo,
-                    sealedMaterial: [], version: object.version + 1, isDeleted: true))
-            lock.withLock { _ = tokenKeys.removeValue(forKey: a.handle) }
+            let tombstone = KeyRecord(
+                handle: a.handle, keyClass: a.keyClass, keyType: a.keyType, label: a.label, owner: a.owner,
+                isExtractable: a.isExtractable, sizeInBits: a.sizeInBits, publicKeyInfo: a.publicKeyInfo,
+                sealedMaterial: [], version: object.version + 1, isDeleted: true)
+            try applyLock.withLock {
+                try store.apply(keyRecord: tombstone)
+                lock.withLock { _ = tokenKeys.removeValue(forKey: a.handle) }
+            }
+            _ = replication?.push(PeerRecords(keys: [Self.peerRecord(tombstone, material: [])]), waitFor: nil)
         } else {
             lock.withLock { _ = sessionKeys.removeValue(forKey: object.handle) }
         }
@@ -257,12 +314,22 @@ public final class NodeState: @unchecked Sendable {
         }
         guard !password.isEmpty else { return HSMError(.invalidArgument, "the password is empty") }
         let existing = try store.userRecord(name: name)
-        if let existing, !existing.isDeleted { return HSMError(.userExists, "user \(name) exists") }
+        if let existing, !existing.isDeleted {
+            // cloudhsm_mgmt_util sends createUser to every node, and replication may have
+            // brought this very user here first: that is success, not a conflict.
+            if isFromPeer(name), existing.role == role,
+                constantTimeEqual(
+                    try hash(password, salt: existing.salt, iterations: existing.iterations), existing.passwordHash)
+            {
+                return nil
+            }
+            return HSMError(.userExists, "user \(name) exists")
+        }
         let salt = try SecureRandom.bytes(16, context: context)
         let hashed = try hash(password, salt: salt, iterations: passwordIterations)
         let id = try existing?.id ?? store.nextUserID()
-        try store.apply(
-            userRecord: UserRecord(
+        try changeUser(
+            UserRecord(
                 id: id, name: name, role: role, salt: salt, passwordHash: hashed, iterations: passwordIterations,
                 failedLogins: 0, version: (existing?.version ?? 0) + 1, isDeleted: false))
         return nil
@@ -274,7 +341,33 @@ public final class NodeState: @unchecked Sendable {
         user.version += 1
         user.passwordHash = []
         user.salt = []
-        try store.apply(userRecord: user)
+        try changeUser(user)
+    }
+
+    /// True when `name` was deleted by a change that came from a peer: a deleteUser that
+    /// cloudhsm_mgmt_util also sent here has then already been done.
+    func wasDeletedByPeer(_ name: String) throws -> Bool {
+        guard let user = try store.userRecord(name: name), user.isDeleted else { return false }
+        return isFromPeer(name)
+    }
+
+    private func isFromPeer(_ name: String) -> Bool {
+        lock.withLock { usersFromPeers.contains(name) }
+    }
+
+    /// Stores a change made by a request to this node and pushes it to the peers.
+    private func changeUser(_ record: UserRecord) throws {
+        try applyLock.withLock {
+            try store.apply(userRecord: record)
+            lock.withLock { _ = usersFromPeers.remove(record.name) }
+        }
+        _ = replication?.push(PeerRecords(users: [Self.peerRecord(record)]), waitFor: nil)
+    }
+
+    static func peerRecord(_ u: UserRecord) -> PeerUserRecord {
+        PeerUserRecord(
+            id: u.id, name: u.name, role: u.role, salt: u.salt, passwordHash: u.passwordHash,
+            iterations: UInt32(clamping: u.iterations), version: u.version, isDeleted: u.isDeleted)
     }
 
     /// Sets a new password and clears the failed-login count (which unlocks the user).
@@ -288,7 +381,7 @@ public final class NodeState: @unchecked Sendable {
         user.passwordHash = try hash(newPassword, salt: user.salt, iterations: user.iterations)
         user.failedLogins = 0
         user.version += 1
-        try store.apply(userRecord: user)
+        try changeUser(user)
         return nil
     }
 

@@ -24,6 +24,11 @@ public struct KeyRecord: Equatable, Sendable {
     public var isDeleted: Bool
 }
 
+extension KeyRecord {
+    /// Where this version stands against others of the same handle.
+    public var stamp: RecordStamp { RecordStamp(version: version, isDeleted: isDeleted) }
+}
+
 /// One user as stored. Only a salted PBKDF2 hash of the password is kept.
 public struct UserRecord: Equatable, Sendable {
     public var id: UInt32
@@ -35,6 +40,29 @@ public struct UserRecord: Equatable, Sendable {
     public var failedLogins: UInt32
     public var version: UInt64
     public var isDeleted: Bool
+}
+
+extension UserRecord {
+    /// Where this version stands against others of the same name. Two nodes that took the
+    /// same change (cloudhsm_mgmt_util sends it to each) make equal versions with different
+    /// salts; the fingerprint lets every node pick the same one.
+    public var stamp: RecordStamp {
+        RecordStamp(version: version, isDeleted: isDeleted, fingerprint: fingerprint)
+    }
+
+    /// FNV-1a over the role, iterations, salt and hash: an order, not a secret.
+    var fingerprint: UInt64 {
+        var value: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ byte: UInt8) {
+            value ^= UInt64(byte)
+            value &*= 0x0000_0100_0000_01b3
+        }
+        mix(role.rawValue)
+        for shift in stride(from: 56, through: 0, by: -8) { mix(UInt8(truncatingIfNeeded: iterations >> shift)) }
+        salt.forEach(mix)
+        passwordHash.forEach(mix)
+        return value
+    }
 }
 
 /// What the store knows about the node itself.
@@ -211,7 +239,8 @@ public final class NodeStore: @unchecked Sendable {
         }
     }
 
-    /// Stores `record` unless the store already holds the same or a newer version.
+    /// Stores `record` unless the store already holds the same or a newer version (see
+    /// `RecordStamp`: the higher version wins, then a tombstone).
     ///
     /// - Returns: true when the record was written.
     @discardableResult
@@ -224,20 +253,23 @@ public final class NodeStore: @unchecked Sendable {
     /// - Returns: how many were written (older versions are skipped).
     @discardableResult
     public func apply(keyRecords records: [KeyRecord]) throws -> Int {
+        try applyReporting(keyRecords: records).filter { $0 }.count
+    }
+
+    /// As `apply(keyRecords:)`, saying for each record whether it was written.
+    public func applyReporting(keyRecords records: [KeyRecord]) throws -> [Bool] {
         try locked {
             try database.transaction {
-                var written = 0
-                for record in records where try applyInTransaction(record) { written += 1 }
-                return written
+                try records.map { try applyInTransaction($0) }
             }
         }
     }
 
     private func applyInTransaction(_ record: KeyRecord) throws -> Bool {
         let handle = SQLiteValue.integer(Int64(bitPattern: record.handle))
-        if let current = try database.query("SELECT version FROM keys WHERE handle = ?", [handle]).first?.first?
-            .integer,
-            UInt64(bitPattern: current) >= record.version
+        if let row = try database.query("SELECT version, deleted FROM keys WHERE handle = ?", [handle]).first,
+            let version = row[0].integer, let deleted = row[1].integer,
+            RecordStamp(version: UInt64(bitPattern: version), isDeleted: deleted != 0) >= record.stamp
         {
             return false
         }
@@ -250,6 +282,31 @@ public final class NodeStore: @unchecked Sendable {
                 .integer(Int64(bitPattern: record.version)), .integer(record.isDeleted ? 1 : 0),
             ])
         return true
+    }
+
+    /// Every key's stamp, tombstones included: what a peer compares against.
+    public func keyStamps() throws -> [KeyHandle: RecordStamp] {
+        try locked {
+            var stamps: [KeyHandle: RecordStamp] = [:]
+            for row in try database.query("SELECT handle, version, deleted FROM keys") {
+                guard row.count == 3, let handle = row[0].integer, let version = row[1].integer,
+                    let deleted = row[2].integer
+                else { throw StoreError("a key row is damaged") }
+                stamps[KeyHandle(bitPattern: handle)] = RecordStamp(
+                    version: UInt64(bitPattern: version), isDeleted: deleted != 0)
+            }
+            return stamps
+        }
+    }
+
+    /// The last handle counter given out: every handle this node made has a counter at or
+    /// below it.
+    public func handleCounter() throws -> UInt64 {
+        try locked {
+            guard let value = try database.query("SELECT handle_counter FROM meta WHERE id = 1").first?.first?.integer
+            else { throw StoreError("the handle counter is missing") }
+            return UInt64(value)
+        }
     }
 
     private static func keyRecord(_ row: [SQLiteValue]) throws -> KeyRecord {
@@ -293,22 +350,29 @@ public final class NodeStore: @unchecked Sendable {
         }
     }
 
-    /// Stores `record` unless the same name holds the same or a newer version.
+    /// Stores `record` unless the same name holds the same or a newer version (see
+    /// `RecordStamp`). Names identify users across the cluster; ids are this node's own,
+    /// so a record whose id another name holds here gets the next free id instead.
     @discardableResult
     public func apply(userRecord record: UserRecord) throws -> Bool {
         try locked {
             try database.transaction {
-                if let current = try database.query("SELECT version FROM users WHERE name = ?", [.text(record.name)])
-                    .first?.first?.integer, UInt64(current) >= record.version
-                {
+                if let current = try database.query(
+                    "SELECT \(Self.userColumns) FROM users WHERE name = ?", [.text(record.name)]
+                ).first.map(Self.userRecord), current.stamp >= record.stamp {
                     return false
                 }
-                try database.query(
-                    "DELETE FROM users WHERE name = ? OR id = ?", [.text(record.name), .integer(Int64(record.id))])
+                var id = Int64(record.id)
+                if let holder = try database.query("SELECT name FROM users WHERE id = ?", [.integer(id)]).first?
+                    .first?.text, holder != record.name
+                {
+                    id = (try database.query("SELECT MAX(id) FROM users").first?.first?.integer ?? 0) + 1
+                }
+                try database.query("DELETE FROM users WHERE name = ?", [.text(record.name)])
                 try database.query(
                     "INSERT INTO users (\(Self.userColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        .integer(Int64(record.id)), .text(record.name), .integer(Int64(record.role.rawValue)),
+                        .integer(id), .text(record.name), .integer(Int64(record.role.rawValue)),
                         .blob(record.salt), .blob(record.passwordHash), .integer(Int64(record.iterations)),
                         .integer(Int64(record.failedLogins)), .integer(Int64(bitPattern: record.version)),
                         .integer(record.isDeleted ? 1 : 0),

@@ -117,6 +117,8 @@ public final class RequestHandler: @unchecked Sendable {
             try requireOfficer(role)
             let users = try state.users()
             guard let target = users.first(where: { $0.name == name }) else {
+                // The same deleteUser sent to every node may have arrived here by replication.
+                if try state.wasDeletedByPeer(name) { return .empty }
                 throw HSMError(.userNotFound, "no user \(name)")
             }
             guard name != user else { throw HSMError(.permissionDenied, "a user cannot delete itself") }
@@ -147,9 +149,8 @@ public final class RequestHandler: @unchecked Sendable {
     /// The caller's key `handle`: unknown or deleted handles and other users' keys fail
     /// with different codes, as CloudHSM does.
     private func key(_ handle: KeyHandle, user: String, session: Session) throws -> KeyObject {
-        guard let object = state.object(handle, sessionID: session.id) else {
-            throw HSMError(.invalidHandle, "no key with handle \(handle)")
-        }
+        // A token key made on a peer may not have reached this node yet: missingKey asks.
+        let object = try state.object(handle, sessionID: session.id) ?? state.missingKey(handle, sessionID: session.id)
         guard object.owner == user else {
             throw HSMError(.keyAccessDenied, "key \(handle) belongs to another user")
         }

@@ -53,18 +53,31 @@ case .run(let options):
     let server: NodeServer
     let pool: WorkerPool
     let state: NodeState
+    var replicator: Replicator? = nil
     do {
         let context = try CryptoContext()
         state = try NodeState(
             directory: options.dataDirectory, passwordIterations: options.passwordIterations, context: context)
+        // Peers present their node certificate; tools present none and are still served.
         let tls = try TLSContext.server(
             certificatePath: options.certificatePath, privateKeyPath: options.keyPath,
-            trustAnchorPath: options.caPath, requireClientCertificate: false, context: context)
+            trustAnchorPath: options.caPath, requireClientCertificate: false,
+            requestClientCertificate: !options.peers.isEmpty, context: context)
         pool = WorkerPool(
             workers: options.workers, queueLimit: options.queueLimit,
             operationsPerSecond: options.maxOperationsPerSecond)
         server = try NodeServer(
             handler: RequestHandler(state: state, executor: pool), host: options.host, port: options.port, tls: tls)
+        if !options.peers.isEmpty, let keyPath = options.clusterKeyPath {
+            let peerTLS = try TLSContext.client(
+                trustAnchorPath: options.caPath, certificatePath: options.certificatePath,
+                privateKeyPath: options.keyPath, context: context)
+            replicator = try Replicator(
+                state: state, peers: options.peers, clusterKey: try ClusterKey.load(path: keyPath), tls: peerTLS,
+                minNodes: options.minNodes, syncInterval: Double(options.syncIntervalMilliseconds) / 1000,
+                connectTimeoutMilliseconds: options.peerTimeoutMilliseconds, context: context)
+            server.replicator = replicator
+        }
     } catch {
         fail("cannot start: \(error)", code: 1)
     }
@@ -76,12 +89,30 @@ case .run(let options):
         sigwait(&waitSet, &received)
         FileHandle.standardError.write(Data("hsmd: signal \(received), shutting down\n".utf8))
         server.stop()
+        replicator?.stop()
         pool.stop()
         state.store.quiesce()  // no commit is cut in half
         exit(0)
     }
     signalThread.start()
 
+    if let replicator {
+        // The listener already accepts (peers' first syncs land in its backlog), and a
+        // first pull from every reachable peer happens before the node says it is ready,
+        // so a node back from a crash does not serve a stale view.
+        let serving = server
+        let serveThread = Thread { serving.serve() }
+        serveThread.stackSize = 1 << 20
+        serveThread.start()
+        replicator.start()
+        FileHandle.standardError.write(
+            Data(
+                ("hsmd: replicating with peers \(replicator.peerIDs.map(String.init).joined(separator: ",")); "
+                    + "new token keys need \(replicator.minNodes) node(s)\n").utf8))
+        print("hsmd node \(state.nodeID) listening on \(options.host):\(server.port)")
+        fflush(stdout)
+        while true { sleep(60) }
+    }
     print("hsmd node \(state.nodeID) listening on \(options.host):\(server.port)")
     fflush(stdout)
     server.serve()
