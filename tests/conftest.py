@@ -171,6 +171,24 @@ class Cluster:
             assert self.pid(n), f"node {n} process is gone; log:\n{self.log(n)}"
         return info
 
+    def node_env(self, node: int) -> dict:
+        """The tools' environment with a cluster.cfg that names only `node`, so every
+        request (and key_mgmt_util's findKey) asks that one node."""
+        cfg = self.dir / f"only_node{node}.cfg"
+        if not cfg.exists():
+            lines = [
+                line for line in self.config.read_text().splitlines()
+                if not re.match(r"\s*node\s*=", line) or re.match(rf"\s*node\s*=\s*{node}\s", line)
+            ]
+            cfg.write_text("\n".join(lines) + "\n")
+        env = dict(self.env)
+        env["CLOUDHSM_CONFIG"] = str(cfg)
+        return env
+
+    def kmu_on(self, node: int, lines: list[str], login: bool = True, timeout: float = TOOL_TIMEOUT) -> str:
+        """key_mgmt_util against one node only."""
+        return self.kmu(lines, login=login, env=self.node_env(node), timeout=timeout)
+
     def wait_all_up(self, timeout: float = 60):
         """Polls until a login succeeds on every node."""
         def ok():
