@@ -92,7 +92,7 @@ stop-cluster: ## Stop the dev cluster's nodes
 	scripts/cluster.sh stop
 
 status: ## Show whether each dev cluster node runs
-	scripts/cluster.sh status
+	@scripts/cluster.sh status || true
 
 demo: cluster ## Build, start the cluster and run the walkthrough's import steps (re-runnable)
 	BIN_DIR="$(BIN)" DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh
