@@ -11,7 +11,8 @@ import subprocess
 from helpers import process_alive, wait_until
 
 NODES = 3
-GENERATED = ["customerCA.key", "customerCA.crt", "co_password", "crypto_user_password", "cluster.cfg", "env"] + [
+GENERATED = ["customerCA.key", "customerCA.crt", "co_password", "crypto_user_password", "cluster.cfg", "env",
+             "cluster.key"] + [
     f"node{n}.{ext}" for n in range(NODES) for ext in ("key", "crt")
 ] + [f"node{n}/master.key" for n in range(NODES)]
 
@@ -28,7 +29,7 @@ def x509(path, *args) -> str:
 def test_files_and_permissions(cluster):
     for f in GENERATED:
         assert (cluster.dir / f).is_file(), f
-    for secret in ["customerCA.key", "co_password", "crypto_user_password", "env"] + [
+    for secret in ["customerCA.key", "co_password", "crypto_user_password", "env", "cluster.key"] + [
             f"node{n}.key" for n in range(NODES)]:
         mode = stat.S_IMODE((cluster.dir / secret).stat().st_mode)
         assert mode & 0o077 == 0, f"{secret} is readable by others: {oct(mode)}"
