@@ -15,7 +15,8 @@ protocol ReplicationHook: AnyObject, Sendable {
     /// Sends records to every peer at once.
     ///
     /// - Parameter needed: return as soon as this many peers stored them (the other pushes
-    ///   go on in the background); nil waits until every push has ended.
+    ///   go on in the background); nil waits until every push has ended. Either way the
+    ///   wait is bounded (twice the peer connect timeout).
     /// - Returns: how many peers had stored them when it returned.
     func push(_ records: PeerRecords, waitFor needed: Int?) -> Int
 

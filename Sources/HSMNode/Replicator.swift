@@ -23,6 +23,9 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
     private let links: [UInt8: PeerLink]
     private let envelope: PeerEnvelope
     private let syncInterval: TimeInterval
+    /// The longest a change waits for its pushes: a hung peer (connected, not answering)
+    /// must not hold a client's request for the whole I/O timeout.
+    private let pushTimeout: TimeInterval
     /// Records per fetch request, so a reply stays far below the frame limit.
     static let fetchBatch = 64
 
@@ -50,6 +53,7 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
         self.state = state
         self.minNodes = minNodes
         self.syncInterval = syncInterval
+        self.pushTimeout = 2 * Double(connectTimeoutMilliseconds) / 1000
         let envelope = PeerEnvelope(key: clusterKey, clusterID: state.clusterID, context: context)
         self.envelope = envelope
         var links: [UInt8: PeerLink] = [:]
@@ -114,7 +118,7 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
             }
             thread.start()
         }
-        return tally.wait(total: targets.count, needed: needed)
+        return tally.wait(total: targets.count, needed: needed, timeout: pushTimeout)
     }
 
     func lookUpMissing(_ handle: KeyHandle) -> MissingKey {
@@ -237,12 +241,13 @@ private final class PushTally: @unchecked Sendable {
         condition.unlock()
     }
 
-    func wait(total: Int, needed: Int?) -> Int {
+    func wait(total: Int, needed: Int?, timeout: TimeInterval) -> Int {
+        let deadline = Date(timeIntervalSinceNow: timeout)
         condition.lock()
         defer { condition.unlock() }
         while ended < total {
             if let needed, stored >= needed { break }
-            condition.wait()
+            if !condition.wait(until: deadline) { break }
         }
         return stored
     }
