@@ -5,7 +5,11 @@ names only that node (Cluster.kmu_on)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import ssl
 import threading
 
 from helpers import (
@@ -168,3 +172,44 @@ def test_creation_needs_min_nodes_and_leaves_nothing_behind(cluster):
     # With the nodes back, creation works again.
     out = cluster.kmu(["genSymKey -t 31 -s 16 -l repl_back"])
     assert sym_handle(out)
+
+
+def test_a_hung_peer_does_not_block_creation(cluster):
+    """A node that accepts connections but never answers (SIGSTOP) costs at most the
+    peer timeouts; creation succeeds on the two others and the hung node catches up."""
+    pid = cluster.pid(2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        out = cluster.kmu_on(0, ["genSymKey -t 31 -s 16 -l repl_hung", "genSymKey -t 31 -s 16 -l repl_hung"])
+        made = {int(h) for h in re.findall(r"Symmetric Key Created\.  Key Handle: (\d+)", out)}
+        assert len(made) == 2, out
+        assert set(handles_on(cluster, 1, "repl_hung")) == made
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for_handles(cluster, 2, "repl_hung", made)
+
+
+def _peer_frame(cluster, node: int, cert: str | None) -> bytes:
+    """Sends a bare listVersions (0x40) frame to `node` and returns what comes back."""
+    context = ssl.create_default_context(cafile=str(cluster.ca))
+    if cert:
+        context.load_cert_chain(str(cluster.dir / f"{cert}.crt"), str(cluster.dir / f"{cert}.key"))
+    with socket.create_connection(("127.0.0.1", cluster.ports[node]), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"HS\x01\x40" + (7).to_bytes(4, "big") + (0).to_bytes(4, "big"))
+            data = b""
+            try:
+                while chunk := tls.recv(4096):
+                    data += chunk
+            except (ssl.SSLError, ConnectionResetError):
+                pass
+            return data
+
+
+def test_peer_operations_need_a_node_certificate_and_the_cluster_key(cluster):
+    # A tool's connection (no client certificate): an unknown operation, 0x10, closed.
+    answer = _peer_frame(cluster, 0, cert=None)
+    assert answer[3] == 0xC0 and int.from_bytes(answer[12:16], "big") == 0x10, answer
+    # A node's certificate but a payload not sealed under the cluster key: closed unanswered.
+    assert _peer_frame(cluster, 0, cert="node1") == b""
+    assert "does not open under the cluster key" in cluster.log(0)
