@@ -34,9 +34,18 @@ CLUSTER_PORTS ?= 2223 2224 2225
 DEMO_DIR ?= .demo
 export CLUSTER_DIR CLUSTER_PORTS
 
-APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev openssl curl nginx
+APT_PACKAGES := pkg-config gcc libc6-dev libssl-dev libsqlite3-dev openssl curl nginx wrk
 
-.PHONY: help deps build install cluster stop-cluster status demo test swift-test pytest clean
+# The provider as installed and as the tests load it: release, with the Swift runtime
+# linked in statically (no Swift libraries needed at run time, and about 1.5 ms instead
+# of 5 ms added to each openssl run), in its own scratch folder so its flags do not
+# rebuild the rest. nodelete: unloading must never pull code from under live objects.
+PROVIDER_SCRATCH := .build-provider
+PROVIDER_FLAGS := -c release --scratch-path $(PROVIDER_SCRATCH) -Xswiftc -static-stdlib -Xlinker -z -Xlinker nodelete
+# Release builds of the nodes and tools, for the benchmarks.
+RELEASE_SCRATCH := .build-release
+
+.PHONY: help deps build install cluster stop-cluster status demo stop-demo test swift-test pytest bench clean
 
 help: ## Show this list
 	@echo "Targets:"
@@ -64,15 +73,14 @@ deps: ## Install missing system packages (apt) and Python test modules (pip); qu
 	fi
 	@command -v $(SWIFT) >/dev/null || { echo "deps: no swift on PATH (looked in $(SWIFT_TOOLCHAIN) too)" >&2; exit 1; }
 
-build: ## swift build (debug); links build/bin and build/ossl-modules/cloudhsm.so
+build: ## swift build (debug) and the provider (release, static Swift runtime); links build/bin and build/ossl-modules/cloudhsm.so
 	$(SWIFT) build $(SWIFT_FLAGS)
 	@mkdir -p $(dir $(BIN_LINK)) $(MODULE_DIR)
 	@ln -sfn "$(BIN)" $(BIN_LINK)
 	@echo "executables: $(BIN_LINK) -> $(BIN)"
-	@if [ -f "$(BIN)/libcloudhsm.so" ]; then \
-	  ln -sfn "$(BIN)/libcloudhsm.so" $(MODULE_DIR)/cloudhsm.so; \
-	  echo "provider:    $(MODULE_DIR)/cloudhsm.so -> $(BIN)/libcloudhsm.so"; \
-	fi
+	$(SWIFT) build $(PROVIDER_FLAGS) --product cloudhsm
+	@ln -sfn "$(CURDIR)/$(PROVIDER_SCRATCH)/release/libcloudhsm.so" $(MODULE_DIR)/cloudhsm.so
+	@echo "provider:    $(MODULE_DIR)/cloudhsm.so -> $(PROVIDER_SCRATCH)/release/libcloudhsm.so"
 
 install: build ## Install the tools in PREFIX/bin (/usr/local) and cloudhsm.so in OpenSSL's modules directory
 	install -d "$(DESTDIR)$(PREFIX)/bin"
@@ -94,10 +102,20 @@ stop-cluster: ## Stop the dev cluster's nodes
 status: ## Show whether each dev cluster node runs
 	@scripts/cluster.sh status || true
 
-demo: cluster ## Build, start the cluster and run the walkthrough's import steps (re-runnable)
+demo: deps cluster ## Build, start the 3-node cluster, run the walkthrough and serve TLS from nginx through the HSMs (re-runnable)
 	BIN_DIR="$(BIN)" DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh
 
+stop-demo: ## Stop the demo's nginx and the dev cluster
+	-DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh stop
+	scripts/cluster.sh stop
+
 test: deps build swift-test pytest ## deps + build + swift test + the pytest integration suite
+
+bench: deps build ## Benchmarks on release builds: nginx handshakes/s HSM vs plain key; pkpspeed on 1, 2, 3 nodes at 200 ops/s each
+	$(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH)
+	BIN_DIR="$(CURDIR)/$(RELEASE_SCRATCH)/release" MODULE="$(CURDIR)/$(MODULE_DIR)/cloudhsm.so" \
+	  $(PYTHON) scripts/bench_tls.py $(BENCH_TLS_ARGS)
+	BIN_DIR="$(CURDIR)/$(RELEASE_SCRATCH)/release" $(PYTHON) scripts/bench_pool.py $(BENCH_POOL_ARGS)
 
 swift-test: ## Only the Swift unit tests
 	$(SWIFT) test $(SWIFT_FLAGS)
@@ -106,6 +124,7 @@ pytest: ## Only the pytest integration suite (needs `make build` first)
 	BIN_DIR="$(BIN)" $(PYTHON) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
 
 clean: ## Stop the dev cluster and remove build output, cluster and demo state
+	-DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh stop
 	-scripts/cluster.sh stop
 	rm -rf "$(CLUSTER_DIR)" "$(DEMO_DIR)" build .pytest_cache tests/__pycache__
 	$(SWIFT) package clean $(SWIFT_FLAGS)
