@@ -389,7 +389,7 @@ total="$(join <(sort <<<"$before") <(sort <<<"$after") | awk '{ t += $5 - $2 } E
 step "Done. nginx is still running (master pid $master) with the HSM-held key:"
 cat <<EOF
     reach it:     curl --cacert $DEMO_DIR/web_server.crt https://localhost:$port/
-    stop it:      $0 stop      (or: make stop-demo)
+    stop it:      $0 stop      (make stop-demo stops it and the cluster)
                   by hand: . $CLUSTER_DIR/env && $NGINX -c $NGINX_CONF -p $NGINX_PREFIX/ -e $NGINX_LOG -s quit
     its logs:     $NGINX_PREFIX/logs/
     the cluster:  . $CLUSTER_DIR/env && key_mgmt_util   (stop it with: make stop-cluster)
