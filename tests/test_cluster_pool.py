@@ -2,10 +2,7 @@
 several threads): load spreads over the nodes (by the nodes' own counters), a node killed
 with -9 mid-run costs no operation and gets work again after its restart, and a node capped
 to a low rate answers throttled while the pool moves the load elsewhere.
-
-Tests marked xfail "needs replication" depend on token keys existing on every node under
-one handle (node-side replication); without it, only the creating node can sign, and the
-pool's retries keep operations succeeding but send all work there."""
+These depend on node-side replication: token keys exist on every node under one handle."""
 
 from __future__ import annotations
 
@@ -16,9 +13,29 @@ import time
 
 import pytest
 
-from helpers import kill_pid, process_alive, wait_until
+from helpers import CLUSTER_SH, kill_pid, process_alive, wait_until
 
-NEEDS_REPLICATION = pytest.mark.xfail(reason="needs replication", strict=False)
+
+# Nodes of equal, fixed capacity, as hardware HSMs are: on a 2-core machine shared by
+# three nodes and the client, uncapped nodes run at whatever speed the scheduler gives
+# them, and least-outstanding routing rightly sends more to whichever is faster.
+NODE_CAPACITY = "--max-ops-per-second 400"
+
+
+@pytest.fixture(scope="module")
+def _equal_nodes():
+    previous = os.environ.get("HSMD_RUN_ARGS")
+    os.environ["HSMD_RUN_ARGS"] = NODE_CAPACITY
+    yield
+    if previous is None:
+        os.environ.pop("HSMD_RUN_ARGS", None)
+    else:
+        os.environ["HSMD_RUN_ARGS"] = previous
+
+
+@pytest.fixture(scope="module")
+def cluster(_equal_nodes, cluster):  # noqa: F811 - the conftest cluster, started with capped nodes
+    return cluster
 
 
 def pkpspeed(cluster, *args: str, timeout: float = 120) -> dict:
@@ -52,21 +69,22 @@ def served(rep: dict) -> dict[int, int]:
     return {n["id"]: n["served"] for n in rep["nodes"]}
 
 
-@NEEDS_REPLICATION
 def test_600_signatures_from_4_threads_spread_over_the_nodes(cluster):
     before = {n: info.signs for n, info in cluster.node_info().items()}
     rep = pkpspeed(cluster, "-t", "4", "-d", "60", "-n", "600")
     after = {n: info.signs for n, info in cluster.node_info().items()}
     assert rep["operations"] == 600 and rep["errors"] == 0, rep
-    # The nodes' own counters, read here as well as by pkpspeed; the key check and the
-    # first verified signature add one sign outside the 600.
+    # The nodes' own counters, read here as well as by pkpspeed. Outside the 600: the first
+    # verified signature, and the warm-up (one signature per thread and node, 4 x 3).
     delta = {n: after[n] - before[n] for n in after}
-    assert 600 <= sum(delta.values()) <= 602, (delta, rep)
-    for n, count in delta.items():
-        assert count >= 0.2 * 600, f"node {n} served {count} of 600: {delta}\n{rep}"
+    assert 600 <= sum(delta.values()) <= 600 + 1 + 12, (delta, rep)
+    # pkpspeed's per-node counts cover the timed 600 alone.
+    timed = served(rep)
+    assert sum(timed.values()) == 600, rep
+    for n, count in timed.items():
+        assert count >= 0.2 * 600, f"node {n} served {count} of 600: {timed}\n{rep}"
 
 
-@NEEDS_REPLICATION
 def test_kill_9_mid_run_loses_nothing_and_the_node_comes_back(cluster):
     # A key first, so that the run signs from its first second.
     key = pkpspeed(cluster, "-t", "1", "-n", "1")["key_handle"]
@@ -96,34 +114,23 @@ def test_kill_9_mid_run_loses_nothing_and_the_node_comes_back(cluster):
     assert node_signs(cluster, victim) > restarted, f"node {victim} got no work after its restart: {rep}"
 
 
-@NEEDS_REPLICATION
 def test_a_throttled_node_sheds_load_without_failures(cluster):
     """Node 2 restarted with a 5 operations/second cap, one worker and a one-deep queue:
     it answers throttled (0xbb) and the pool serves from the other nodes."""
     capped = 2
     cluster.kill(capped)
-    log = cluster.dir / f"node{capped}.log"
-    offset = log.stat().st_size if log.exists() else 0
-    with open(log, "a") as logf:
-        proc = subprocess.Popen(
-            [
-                str(cluster.bin_dir / "hsmd"), "run", "--data-dir", str(cluster.dir / f"node{capped}"),
-                "--listen", f"127.0.0.1:{cluster.ports[capped]}", "--cert", str(cluster.dir / f"node{capped}.crt"),
-                "--key", str(cluster.dir / f"node{capped}.key"), "--ca", str(cluster.ca),
-                "--max-ops-per-second", "5", "--workers", "1", "--queue", "1",
-            ],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    # The fixtures find (and finally stop) the node through its pid file.
-    (cluster.dir / f"node{capped}.pid").write_text(f"{proc.pid}\n")
+    # cluster.sh restarts only the dead node, with its peers and cluster key as always,
+    # and a much lower cap.
+    env = dict(os.environ, CLUSTER_DIR=str(cluster.dir), CLUSTER_PORTS=" ".join(map(str, cluster.ports)),
+               BIN_DIR=str(cluster.bin_dir), HSMD_RUN_ARGS="--max-ops-per-second 5 --workers 1 --queue 1")
+    out = subprocess.run([str(CLUSTER_SH), "start"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    pid = cluster.pid(capped)
+    assert pid, "the capped node is not running"
     try:
-        wait_until(
-            lambda: f"hsmd node {capped} listening on" in log.read_text(errors="replace")[offset:]
-            or proc.poll() is not None,
-            30, "the capped node to listen",
-        )
-        assert proc.poll() is None, f"capped node exited:\n{log.read_text(errors='replace')[offset:]}"
-        rep = pkpspeed(cluster, "-t", "4", "-d", "5")
+        # More threads than the healthy nodes keep busy, so some reach the capped one.
+        rep = pkpspeed(cluster, "-t", "16", "-d", "5")
         assert rep["errors"] == 0, rep
         nodes = {n["id"]: n for n in rep["nodes"]}
         assert nodes[capped]["client_busy_answers"] > 0, f"node {capped} never answered throttled: {rep}"
@@ -134,9 +141,7 @@ def test_a_throttled_node_sheds_load_without_failures(cluster):
         assert others >= 10 * max(1, nodes[capped]["served"]), rep
     finally:
         # Back to a normal node for the rest of the module.
-        kill_pid(proc.pid)
-        proc.wait(timeout=30)
-        wait_until(lambda: not process_alive(proc.pid), 10, "the capped node to stop")
+        cluster.kill(capped)
         cluster.restart()
 
 
