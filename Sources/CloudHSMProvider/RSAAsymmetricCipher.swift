@@ -153,6 +153,9 @@ enum RSAAsymmetricCipher {
                 return 1
             }
             let ciphertext = input.map { Array(UnsafeBufferPointer(start: $0, count: inputLength)) } ?? []
+            trace(
+                "decrypt: key handle \(key.reference?.handle ?? 0), padding mode \(context.padding), \(inputLength) bytes"
+            )
             do {
                 let plaintext: [UInt8]
                 if isTLS {
@@ -176,6 +179,7 @@ enum RSAAsymmetricCipher {
                 outputLength?.pointee = plaintext.count
                 return 1
             } catch let error as ProviderError {
+                trace("decrypt failed: \(error)")
                 raise(error)
                 return 0
             } catch {

@@ -312,6 +312,7 @@ enum RSASignature {
                 throw ProviderError(.invalidInput, "signature buffer of \(capacity) bytes is smaller than \(key.size)")
             }
             let mechanism = try context.mechanism(inputLength: input.count, key: key)
+            trace("sign: key handle \(key.reference?.handle ?? 0), \(mechanism), \(input.count) bytes")
             let result = try runtime.keys.sign(key, mechanism: mechanism, input: input)
             guard result.count <= capacity else {
                 throw ProviderError(.hsmOperationFailed, "the HSM returned a \(result.count)-byte signature")
@@ -320,6 +321,7 @@ enum RSASignature {
             signatureLength?.pointee = result.count
             return 1
         } catch let error as ProviderError {
+            trace("sign failed: \(error)")
             raise(error)
             return 0
         } catch {

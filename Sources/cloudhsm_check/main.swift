@@ -4,6 +4,7 @@
 // says plainly which step fails and why.
 
 import COpenSSL
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -36,6 +37,20 @@ func fail(_ step: String, _ advice: String) -> Never {
 
 func ok(_ text: String) { print("ok    \(text)") }
 
+/// The `module = ...` path of the configuration's provider sections, if one is given: OpenSSL
+/// does not say which file it failed to load.
+func configuredModulePath(_ path: String?) -> String? {
+    guard let path, let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 4096)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
+        let parts = text.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        if parts.count == 2, parts[0] == "module", parts[1].contains("cloudhsm") { return parts[1] }
+    }
+    return nil
+}
+
 let arguments = CommandLine.arguments
 if arguments.count != 2 || arguments[1] == "-h" || arguments[1] == "--help" {
     print(
@@ -58,10 +73,19 @@ guard OPENSSL_init_crypto(UInt64(OPENSSL_INIT_LOAD_CONFIG), nil) == 1 else {
 ok("OpenSSL configuration: \(configuration ?? "OpenSSL's default file (OPENSSL_CONF is not set)")")
 
 guard OSSL_PROVIDER_available(nil, "cloudhsm") == 1 else {
-    // Loading it here reproduces the failure the configuration swallowed.
+    // OpenSSL_version answers `MODULESDIR: "/path"`.
+    let modules =
+        String(cString: OpenSSL_version(OPENSSL_MODULES_DIR)).split(separator: "\"").dropFirst().first
+        .map(String.init) ?? "OpenSSL's modules directory"
     ERR_clear_error()
+    if let module = configuredModulePath(configuration), access(module, R_OK) != 0 {
+        print("FAIL  the cloudhsm provider is not loaded")
+        print("    the configuration's module line names \(module): \(String(cString: strerror(errno)))")
+        print("      fix the module line in \(configuration ?? "the configuration"), or remove it to use \(modules)")
+        exit(1)
+    }
+    // Loading it here reproduces the failure the configuration swallowed.
     _ = OSSL_PROVIDER_load(nil, "cloudhsm")
-    let modules = String(cString: OpenSSL_version(OPENSSL_MODULES_DIR))
     fail(
         "the cloudhsm provider is not loaded",
         "set OPENSSL_CONF to a config that activates it (provider.cnf), and check its module path or \(modules)")
