@@ -322,6 +322,12 @@ def test_cloudhsm_check_reports_each_step(cluster, ossl, generated):
     env["OPENSSL_CONF"] = "/dev/null"
     proc = subprocess.run([check, generated], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "FAIL  the cloudhsm provider is not loaded" in proc.stdout, proc.stdout
+    # A module line naming a file that is not there: OpenSSL loads nothing and says nothing.
+    bad = ossl.dir / "badmodule.cnf"
+    bad.write_text(re.sub(r"^module = .*$", "module = /nonexistent/cloudhsm.so", ossl.conf.read_text(), flags=re.M))
+    env["OPENSSL_CONF"] = str(bad)
+    proc = subprocess.run([check, generated], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "module line names /nonexistent/cloudhsm.so" in proc.stdout, proc.stdout
 
 
 # ------------------------------------------------------------------------------ bad input
