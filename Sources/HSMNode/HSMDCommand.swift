@@ -56,10 +56,10 @@ public enum HSMDCommand: Equatable {
                    [--sync-interval-ms N] [--peer-timeout-ms N]
               Serves TLS 1.3 on HOST:PORT (PORT 0 picks one) and prints
               "hsmd node N listening on HOST:PORT" once it accepts connections.
-              --workers             threads doing RSA work (default: number of CPUs)
-              --queue               requests that may wait for a worker; beyond that the
+              --workers             RSA operations that may run at once (default: number of CPUs)
+              --queue               requests that may wait for a free slot; beyond that the
                                     node answers 0xbb throttled (default 64)
-              --max-ops-per-second  pace the workers to emulate fixed HSM capacity
+              --max-ops-per-second  pace the operations to emulate fixed HSM capacity
                                     (default: unlimited)
               --peer N=HOST:PORT    another node of the cluster (repeat for each); token keys
                                     and users replicate to and from every peer over mutual

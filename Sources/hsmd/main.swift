@@ -51,7 +51,7 @@ case .run(let options):
     requireFile(options.keyPath, "private key")
     requireFile(options.caPath, "CA certificate")
     let server: NodeServer
-    let pool: WorkerPool
+    let pool: CryptoCapacity
     let state: NodeState
     var replicator: Replicator? = nil
     do {
@@ -63,7 +63,7 @@ case .run(let options):
             certificatePath: options.certificatePath, privateKeyPath: options.keyPath,
             trustAnchorPath: options.caPath, requireClientCertificate: false,
             requestClientCertificate: !options.peers.isEmpty, context: context)
-        pool = WorkerPool(
+        pool = CryptoCapacity(
             workers: options.workers, queueLimit: options.queueLimit,
             operationsPerSecond: options.maxOperationsPerSecond)
         server = try NodeServer(

@@ -24,7 +24,7 @@ final class NodeServerTests: XCTestCase {
             trustAnchorPath: certificates + "/ca.crt", requireClientCertificate: false, context: sharedContext)
         server = try NodeServer(
             handler: RequestHandler(
-                state: node.state, executor: WorkerPool(workers: 2, queueLimit: 8, operationsPerSecond: nil)),
+                state: node.state, executor: CryptoCapacity(workers: 2, queueLimit: 8, operationsPerSecond: nil)),
             host: "127.0.0.1", port: 0, tls: tls)
         let running = server!
         Thread.detachNewThread { running.serve() }

@@ -1,4 +1,4 @@
-// The bounded worker pool and token bucket: a full queue throttles at once, queued work
+// The crypto slots and token bucket: a full waiting line throttles at once, waiting work
 // still completes, and pacing holds the rate down.
 
 import CloudHSMCore
@@ -7,9 +7,9 @@ import XCTest
 
 @testable import HSMNode
 
-final class WorkerPoolTests: XCTestCase {
+final class CryptoCapacityTests: XCTestCase {
     func testRunsWorkAndPassesErrorsThrough() throws {
-        let pool = WorkerPool(workers: 2, queueLimit: 4, operationsPerSecond: nil)
+        let pool = CryptoCapacity(workers: 2, queueLimit: 4, operationsPerSecond: nil)
         defer { pool.stop() }
         XCTAssertEqual(try pool.run { 41 + 1 }, 42)
         XCTAssertThrowsError(try pool.run { throw HSMError(.decryptFailed) }) {
@@ -18,7 +18,7 @@ final class WorkerPoolTests: XCTestCase {
     }
 
     func testFullQueueThrottlesImmediately() throws {
-        let pool = WorkerPool(workers: 1, queueLimit: 1, operationsPerSecond: nil)
+        let pool = CryptoCapacity(workers: 1, queueLimit: 1, operationsPerSecond: nil)
         defer { pool.stop() }
         let release = DispatchSemaphore(value: 0)
         let started = DispatchSemaphore(value: 0)
@@ -46,7 +46,7 @@ final class WorkerPoolTests: XCTestCase {
     }
 
     func testRateLimitPacesWork() throws {
-        let pool = WorkerPool(workers: 2, queueLimit: 64, operationsPerSecond: 20)
+        let pool = CryptoCapacity(workers: 2, queueLimit: 64, operationsPerSecond: 20)
         defer { pool.stop() }
         let before = Date()
         for _ in 0..<6 { _ = try pool.run { 0 } }
