@@ -24,23 +24,23 @@ final class KeyService: Sendable {
 
     /// Signs `digest` (or a raw block) with the HSM key.
     func sign(_ key: ProviderKey, mechanism: SignMechanism, input: [UInt8]) throws -> [UInt8] {
-        let reference = try hsmReference(of: key)
-        let client = try loggedInClient()
-        try confirm(key, reference: reference, with: client)
-        return try bytes(
-            client.perform(.sign(key: reference.handle, mechanism: mechanism, data: input), key: reference.handle)
-                .result,
-            doing: "signing with key handle \(reference.handle)")
+        try privateOperation(key, "signing") { .sign(key: $0, mechanism: mechanism, data: input) }
     }
 
     func decrypt(_ key: ProviderKey, mechanism: DecryptMechanism, input: [UInt8]) throws -> [UInt8] {
+        try privateOperation(key, "decrypting") { .decrypt(key: $0, mechanism: mechanism, data: input) }
+    }
+
+    /// One round trip to whichever node the pool picks, after the once-per-process check.
+    private func privateOperation(_ key: ProviderKey, _ what: String, _ request: (KeyHandle) -> HSMRequest) throws
+        -> [UInt8]
+    {
         let reference = try hsmReference(of: key)
         let client = try loggedInClient()
         try confirm(key, reference: reference, with: client)
+        let handle = reference.handle
         return try bytes(
-            client.perform(.decrypt(key: reference.handle, mechanism: mechanism, data: input), key: reference.handle)
-                .result,
-            doing: "decrypting with key handle \(reference.handle)")
+            client.perform(request(handle), key: handle).result, doing: "\(what) with key handle \(handle)")
     }
 
     /// Generates a token RSA key pair in the cluster and returns the reference to its

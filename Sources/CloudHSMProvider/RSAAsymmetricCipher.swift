@@ -39,31 +39,14 @@ final class CipherContext {
     func apply(_ params: UnsafePointer<OSSL_PARAM>?) -> Bool {
         guard let params else { return true }
         let reader = ParamReader(params: params)
-        if reader.contains("pad-mode") {
-            if reader.dataType("pad-mode") == UInt32(OSSL_PARAM_UTF8_STRING) {
-                switch reader.string("pad-mode") {
-                case "pkcs1": padding = RSA_PKCS1_PADDING
-                case "none": padding = RSA_NO_PADDING
-                case "oaep", "oeap": padding = RSA_PKCS1_OAEP_PADDING
-                default: return false
-                }
-            } else {
-                guard let mode = reader.int("pad-mode"),
-                    [RSA_PKCS1_PADDING, RSA_NO_PADDING, RSA_PKCS1_OAEP_PADDING, RSA_PKCS1_WITH_TLS_PADDING].contains(
-                        Int32(mode))
-                else { return false }
-                padding = Int32(mode)
+        do {
+            if let mode = try PaddingModes.cipher.read(reader, alsoAccepting: PaddingModes.cipherIntegerOnly) {
+                padding = mode
             }
-        }
-        if reader.contains("digest") {
-            guard let name = reader.string("digest"), let algorithm = DigestAlgorithm(name: name) else { return false }
-            oaepDigest = algorithm
-        }
-        if reader.contains("mgf1-digest") {
-            guard let name = reader.string("mgf1-digest"), let algorithm = DigestAlgorithm(name: name) else {
-                return false
-            }
-            mgf1Digest = algorithm
+            if let algorithm = try reader.digest("digest") { oaepDigest = algorithm }
+            if let algorithm = try reader.digest("mgf1-digest") { mgf1Digest = algorithm }
+        } catch {
+            return false
         }
         if reader.contains("oaep-label") {
             guard let label = reader.octets("oaep-label") else { return false }
@@ -77,12 +60,7 @@ final class CipherContext {
             guard let version = reader.uint("tls-negotiated-version") else { return false }
             negotiatedVersion = version
         }
-        if let shadow {
-            ERR_set_mark()
-            defer { ERR_pop_to_mark() }
-            guard EVP_PKEY_CTX_set_params(shadow, params) == 1 else { return false }
-        }
-        return true
+        return forward(params, to: shadow)
     }
 }
 
@@ -244,16 +222,7 @@ enum RSAAsymmetricCipher {
             context, params in
             guard let context = object(context, as: CipherContext.self) else { return 0 }
             let writer = ParamWriter(params: params)
-            if let slot = writer.locate("pad-mode") {
-                if slot.pointee.data_type == UInt32(OSSL_PARAM_INTEGER) {
-                    guard writer.set("pad-mode", int: Int(context.padding)) else { return 0 }
-                } else {
-                    let word: StaticString =
-                        context.padding == RSA_PKCS1_OAEP_PADDING
-                        ? "oaep" : context.padding == RSA_NO_PADDING ? "none" : "pkcs1"
-                    guard writer.set("pad-mode", staticString: word) else { return 0 }
-                }
-            }
+            guard PaddingModes.cipher.write(writer, context.padding) else { return 0 }
             let digest = context.oaepDigest ?? .sha1
             guard writer.set("digest", string: digest.openSSLName ?? "SHA1"),
                 writer.set("mgf1-digest", string: (context.mgf1Digest ?? digest).openSSLName ?? "SHA1"),

@@ -109,30 +109,12 @@ final class SignatureContext {
     func apply(_ params: UnsafePointer<OSSL_PARAM>?) -> Bool {
         guard let params else { return true }
         let reader = ParamReader(params: params)
-        if reader.contains("pad-mode") {
-            if reader.dataType("pad-mode") == UInt32(OSSL_PARAM_UTF8_STRING) {
-                switch reader.string("pad-mode") {
-                case "pkcs1": padding = RSA_PKCS1_PADDING
-                case "pss": padding = RSA_PKCS1_PSS_PADDING
-                case "none": padding = RSA_NO_PADDING
-                default: return false
-                }
-            } else {
-                guard let mode = reader.int("pad-mode"),
-                    [RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING, RSA_NO_PADDING].contains(Int32(mode))
-                else { return false }
-                padding = Int32(mode)
-            }
-        }
-        if reader.contains("digest") {
-            guard let name = reader.string("digest"), let algorithm = DigestAlgorithm(name: name) else { return false }
-            digest = algorithm
-        }
-        if reader.contains("mgf1-digest") {
-            guard let name = reader.string("mgf1-digest"), let algorithm = DigestAlgorithm(name: name) else {
-                return false
-            }
-            mgf1Digest = algorithm
+        do {
+            if let mode = try PaddingModes.signature.read(reader) { padding = mode }
+            if let algorithm = try reader.digest("digest") { digest = algorithm }
+            if let algorithm = try reader.digest("mgf1-digest") { mgf1Digest = algorithm }
+        } catch {
+            return false
         }
         if reader.contains("saltlen") {
             if reader.dataType("saltlen") == UInt32(OSSL_PARAM_UTF8_STRING) {
@@ -150,12 +132,7 @@ final class SignatureContext {
                 saltLength = value
             }
         }
-        if let shadow {
-            ERR_set_mark()
-            defer { ERR_pop_to_mark() }
-            guard EVP_PKEY_CTX_set_params(shadow, params) == 1 else { return false }
-        }
-        return true
+        return forward(params, to: shadow)
     }
 
     /// Settings as OpenSSL parameters, for a shadow operation or the algorithm id.
@@ -397,16 +374,7 @@ enum RSASignature {
             context, params in
             guard let context = object(context, as: SignatureContext.self) else { return 0 }
             let writer = ParamWriter(params: params)
-            if let slot = writer.locate("pad-mode") {
-                if slot.pointee.data_type == UInt32(OSSL_PARAM_INTEGER) {
-                    guard writer.set("pad-mode", int: Int(context.padding)) else { return 0 }
-                } else {
-                    let word: StaticString =
-                        context.padding == RSA_PKCS1_PSS_PADDING
-                        ? "pss" : context.padding == RSA_NO_PADDING ? "none" : "pkcs1"
-                    guard writer.set("pad-mode", staticString: word) else { return 0 }
-                }
-            }
+            guard PaddingModes.signature.write(writer, context.padding) else { return 0 }
             if let name = context.digest?.openSSLName, !writer.set("digest", string: name) { return 0 }
             if let name = (context.mgf1Digest ?? context.digest)?.openSSLName, !writer.set("mgf1-digest", string: name)
             {
