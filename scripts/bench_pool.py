@@ -18,29 +18,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
 
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def run(argv, env, input=None, check=True) -> str:
-    proc = subprocess.run(argv, env=env, input=input, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return proc.stdout + proc.stderr
+from benchlib import free_ports, run  # noqa: E402
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,23 +28,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
 
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def run(argv, env=None, input=None, check=True, cwd=None) -> str:
-    proc = subprocess.run(argv, env=env, input=input, capture_output=True, text=True, cwd=cwd, timeout=600)
-    if check and proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(map(str, argv))} failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout + proc.stderr
+from benchlib import free_ports, run  # noqa: E402
 
 
 def kmu_import(env: dict, work: Path) -> Path:
