@@ -4,6 +4,11 @@
 // from the system's OpenSSL 3 and SQLite through the two C shim targets.
 import PackageDescription
 
+// Modules loaded into host processes (nginx forks after loading the provider) must not
+// use Swift concurrency; without its implicit import they cannot, and the provider does
+// not link the concurrency runtime at all.
+let hostLoaded: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-implicit-concurrency-module-import"])]
+
 let package = Package(
     name: "cloudhsm-offload",
     products: [
@@ -19,18 +24,20 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
         // Shared vocabulary: return codes, key attributes, wire protocol, fake PEM codec.
-        .target(name: "CloudHSMCore"),
+        .target(name: "CloudHSMCore", swiftSettings: hostLoaded),
         // Safe Swift over libcrypto/libssl: every OpenSSL pointer lives here.
-        .target(name: "OpenSSLKit", dependencies: ["COpenSSL", "CloudHSMCore"]),
+        .target(name: "OpenSSLKit", dependencies: ["COpenSSL", "CloudHSMCore"], swiftSettings: hostLoaded),
         // One emulated HSM: store, users, crypto, request handling, server.
         .target(name: "HSMNode", dependencies: ["CloudHSMCore", "OpenSSLKit", "CSQLite"]),
         .executableTarget(name: "hsmd", dependencies: ["HSMNode"]),
         // The cluster client: synchronous, fork-aware, no Dispatch or Swift concurrency.
-        .target(name: "HSMClient", dependencies: ["CloudHSMCore", "OpenSSLKit"]),
+        .target(name: "HSMClient", dependencies: ["CloudHSMCore", "OpenSSLKit"], swiftSettings: hostLoaded),
         .executableTarget(name: "key_mgmt_util", dependencies: ["HSMClient"]),
         .executableTarget(name: "cloudhsm_mgmt_util", dependencies: ["HSMClient"]),
         // The OpenSSL 3 provider: keymgmt, signature, asym cipher, decoder, encoder.
-        .target(name: "CloudHSMProvider", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore", "COpenSSL"]),
+        .target(
+            name: "CloudHSMProvider", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore", "COpenSSL"],
+            swiftSettings: hostLoaded),
         // Checks that applications can load the provider and sign with a fake PEM.
         .executableTarget(name: "cloudhsm_check", dependencies: ["COpenSSL"]),
         // pkpspeed: N threads sign or decrypt through one shared client; ops/s, latency, node shares.

@@ -307,9 +307,20 @@ def test_fork_after_loading_the_key_signs_in_parent_and_children(cluster, ossl, 
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fork_sign: 0 failures" in proc.stdout
+    # Loading the provider and the key, and signing, start no thread (hard rule 1).
+    assert "threads after loading the key: 1" in proc.stdout, proc.stdout
+    assert "threads after signing: 1" in proc.stdout, proc.stdout
     assert proc.stdout.count("5 of 5 signatures ok") == 4, proc.stdout
     # parent before/during/after (3 x 5) + 4 children x 5 = 35 signatures on the nodes
     assert private_operations(cluster) - before >= 35
+
+
+def test_provider_links_no_swift_concurrency_or_dispatch(provider_module):
+    """Nothing loaded into a host may be able to start threads behind its back."""
+    needed = subprocess.run(["readelf", "-d", str(provider_module)], capture_output=True, text=True).stdout
+    assert "NEEDED" in needed, needed
+    for library in ("libswift_Concurrency", "libdispatch", "libFoundation"):
+        assert library not in needed, needed
 
 
 def test_cloudhsm_check_reports_each_step(cluster, ossl, generated):

@@ -8,8 +8,7 @@ import CloudHSMCore
 import OpenSSLKit
 import Synchronization
 
-/// Everything the provider's callbacks share. One per process: OpenSSL loads a module
-/// once, and every library context that activates it shares the module's code.
+/// Everything the provider's callbacks share, one per process (see OSSL_provider_init).
 final class ProviderRuntime: @unchecked Sendable {
     // `keys` is immutable after init; the library is guarded by its Mutex.
     let keys: KeyService
@@ -62,6 +61,8 @@ final class PrivateLibrary {
 }
 
 nonisolated(unsafe) var runtime = ProviderRuntime(configurationPath: nil)
+/// Written only in OSSL_provider_init, which OpenSSL serialises under its provider lock.
+nonisolated(unsafe) private var runtimeIsSet = false
 
 let providerName: StaticString = "CloudHSM Provider"
 let providerVersion: StaticString = "0.1.0"
@@ -73,9 +74,15 @@ public func OSSL_provider_init(
     _ outDispatch: UnsafeMutablePointer<UnsafePointer<OSSL_DISPATCH>?>?,
     _ providerContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 ) -> Int32 {
-    core = CoreFunctions(handle: handle, dispatch: inDispatch)
-    let settings = core.configurationValues(["cluster_config"])
-    runtime = ProviderRuntime(configurationPath: settings["cluster_config"].flatMap { $0.isEmpty ? nil : $0 })
+    // OpenSSL runs init once for each library context that activates the provider. The
+    // first one sets up the runtime; replacing it later would pull the client and its
+    // connections from under threads using them.
+    if !runtimeIsSet {
+        core = CoreFunctions(handle: handle, dispatch: inDispatch)
+        let settings = core.configurationValues(["cluster_config"])
+        runtime = ProviderRuntime(configurationPath: settings["cluster_config"].flatMap { $0.isEmpty ? nil : $0 })
+        runtimeIsSet = true
+    }
     outDispatch?.pointee = providerDispatch
     // The provider context is unused by our callbacks; any non-NULL value will do.
     providerContext?.pointee = UnsafeMutableRawPointer(mutating: cString(providerName))

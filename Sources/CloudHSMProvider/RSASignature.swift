@@ -276,6 +276,28 @@ enum RSASignature {
                     context, key: key, input: Array(digest.prefix(Int(length))), signature, signatureLength, capacity)
             }
 
+    /// One-shot EVP_DigestSign, which libssl uses for every handshake signature: one hash
+    /// of the message and one HSM round trip, without the context duplication that
+    /// update-then-final costs.
+    static let digestSign:
+        @convention(c) (
+            UnsafeMutableRawPointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<Int>?, Int,
+            UnsafePointer<UInt8>?, Int
+        ) -> Int32 = { context, signature, signatureLength, capacity, message, messageLength in
+            guard let context = object(context, as: SignatureContext.self), let key = context.key else { return 0 }
+            if signature == nil {
+                signatureLength?.pointee = key.size
+                return 1
+            }
+            guard let algorithm = context.digest, let digest = try? runtime.digest(algorithm) else { return 0 }
+            var hash = [UInt8](repeating: 0, count: algorithm.outputLength)
+            var length: UInt32 = 0
+            guard EVP_Digest(message, messageLength, &hash, &length, digest, nil) == 1, Int(length) == hash.count else {
+                return 0
+            }
+            return finishSigning(context, key: key, input: hash, signature, signatureLength, capacity)
+        }
+
     private static func finishSigning(
         _ context: SignatureContext, key: ProviderKey, input: [UInt8], _ signature: UnsafeMutablePointer<UInt8>?,
         _ signatureLength: UnsafeMutablePointer<Int>?, _ capacity: Int
@@ -439,6 +461,7 @@ enum RSASignature {
         DispatchEntry(
             OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, unsafeBitCast(digestSignUpdate, to: GenericFunction.self)),
         DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, unsafeBitCast(digestSignFinal, to: GenericFunction.self)),
+        DispatchEntry(OSSL_FUNC_SIGNATURE_DIGEST_SIGN, unsafeBitCast(digestSign, to: GenericFunction.self)),
         DispatchEntry(
             OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, unsafeBitCast(digestVerifyInit, to: GenericFunction.self)),
         DispatchEntry(

@@ -407,7 +407,7 @@ public final class ClusterClient: Sendable {
     private func probe(_ channel: NodeChannel) -> Bool {
         channel.probes.add(1, ordering: .relaxed)
         do {
-            let connection = try makeConnection(channel.node)
+            let connection = try makeConnection(channel.node, connectTimeoutMilliseconds: probeConnectTimeout)
             let response = try connection.send(.nodeInfo)
             guard response.code.isSuccess else {
                 connection.close()
@@ -509,11 +509,17 @@ public final class ClusterClient: Sendable {
         configuration.operationTimeoutMilliseconds + configuration.connectTimeoutMilliseconds
     }
 
-    private func makeConnection(_ node: NodeAddress) throws -> NodeConnection {
+    private func makeConnection(_ node: NodeAddress, connectTimeoutMilliseconds: Int? = nil) throws -> NodeConnection {
         try NodeConnection.open(
-            node: node, tls: tls, connectTimeoutMilliseconds: configuration.connectTimeoutMilliseconds,
+            node: node, tls: tls,
+            connectTimeoutMilliseconds: connectTimeoutMilliseconds ?? configuration.connectTimeoutMilliseconds,
             operationTimeoutMilliseconds: configuration.operationTimeoutMilliseconds)
     }
+
+    /// A probe runs on the caller's thread, which in nginx serves every connection of its
+    /// worker: an unplugged node (no refusal, just silence) must not stall it for a whole
+    /// connect timeout each time the backoff lets a probe through.
+    private var probeConnectTimeout: Int { min(configuration.connectTimeoutMilliseconds, 500) }
 
     /// Opens a connection to a node with this client's TLS context and timeouts.
     private var opener: NodeChannel.Opener {

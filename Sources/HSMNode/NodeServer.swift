@@ -5,6 +5,7 @@
 import CloudHSMCore
 import Foundation
 import OpenSSLKit
+import Synchronization
 
 /// Writes one line to stderr. Never given key material or passwords.
 func logLine(_ message: String) {
@@ -17,6 +18,13 @@ public final class NodeServer: @unchecked Sendable {
     private let listener: TCPListener
     private let tls: TLSContext
     static let handshakeTimeoutMilliseconds = 10_000
+    /// A connection silent this long is closed: clients reconnect when they need to (the
+    /// cluster client retries a request that finds its idle connection closed).
+    static let idleTimeoutMilliseconds = 600_000
+    /// Connections served at once; beyond this new ones are closed at once, so a flood of
+    /// clients costs refused connections, not the node (a thread and buffers each).
+    static let maximumConnections = 1024
+    private let openConnections = Atomic<Int>(0)
 
     public var port: UInt16 { listener.port }
 
@@ -39,7 +47,17 @@ public final class NodeServer: @unchecked Sendable {
             } catch {
                 return  // closed for shutdown
             }
-            let thread = Thread { [self] in self.serveConnection(socket) }
+            guard openConnections.wrappingAdd(1, ordering: .relaxed).oldValue < Self.maximumConnections else {
+                openConnections.wrappingSubtract(1, ordering: .relaxed)
+                logLine("refusing a connection: \(Self.maximumConnections) connections are open")
+                socket.close()
+                continue
+            }
+            socket.setKeepAlive()
+            let thread = Thread { [self] in
+                self.serveConnection(socket)
+                self.openConnections.wrappingSubtract(1, ordering: .relaxed)
+            }
             thread.stackSize = 1 << 20
             thread.start()
         }
@@ -60,7 +78,7 @@ public final class NodeServer: @unchecked Sendable {
             socket.close()
             return
         }
-        connection.setTimeout(milliseconds: 0)
+        connection.setTimeout(milliseconds: Self.idleTimeoutMilliseconds)
         // The handshake refused any certificate the CA did not sign, so a subject here is
         // trustworthy; tools present none and keep the ordinary operations only.
         var peerNode: UInt8? = nil
@@ -79,6 +97,9 @@ public final class NodeServer: @unchecked Sendable {
                 frame = try connection.readFrame()
             } catch TLSError.closed {
                 logLine("connection \(session.id) closed")
+                return
+            } catch TLSError.timedOut {
+                logLine("connection \(session.id) idle for \(Self.idleTimeoutMilliseconds / 1000) s, closing")
                 return
             } catch let error as WireError {
                 reject(error, operation: 0, requestID: 0, connection, session)

@@ -91,6 +91,12 @@ public final class TCPSocket {
         setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// Lets the kernel notice a peer that vanished without closing (a half-open connection).
+    public func setKeepAlive() {
+        var one: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Sets the receive and send timeouts; 0 means wait forever.
     public func setTimeout(milliseconds: Int) {
         var value = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)

@@ -71,6 +71,12 @@ public final class TLSContext: @unchecked Sendable {
         // A peer that drops the connection is reported as a close, not a protocol error.
         SSL_CTX_set_options(ctx, cshim_SSL_OP_IGNORE_UNEXPECTED_EOF())
         _ = cshim_SSL_CTX_set_mode(ctx, Int(SSL_MODE_AUTO_RETRY))
+        // Read whole records (header and body) in one system call.
+        _ = SSL_CTX_ctrl(ctx, SSL_CTRL_SET_READ_AHEAD, 1, nil)
+        if server {
+            // Clients of a node never resume sessions; tickets would be bytes for nothing.
+            SSL_CTX_set_num_tickets(ctx, 0)
+        }
         return tls
     }
 

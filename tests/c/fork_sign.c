@@ -12,9 +12,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 static EVP_PKEY *verifier;
+
+/* Threads in this process: nginx forks after loading keys, and a thread started by then
+ * would not exist in the children (DESIGN.md, hard rule 1). */
+static int thread_count(void) {
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
 static OSSL_LIB_CTX *plain;
 
 static int sign_and_verify(EVP_PKEY *key, const char *who, int round) {
@@ -54,6 +67,7 @@ int main(int argc, char **argv) {
         ERR_print_errors_fp(stdout);
         return 1;
     }
+    printf("threads after loading the key: %d\n", thread_count());
     plain = OSSL_LIB_CTX_new();
     OSSL_PROVIDER_load(plain, "default");
     unsigned char *der = NULL;
@@ -67,6 +81,7 @@ int main(int argc, char **argv) {
 
     int failures = 0;
     for (int r = 0; r < rounds; r++) failures += !sign_and_verify(key, "parent-before", r);
+    printf("threads after signing: %d\n", thread_count());
     fflush(stdout);
     pid_t pids[64];
     for (int c = 0; c < children && c < 64; c++) {
