@@ -295,16 +295,19 @@ public final class NodeState: @unchecked Sendable {
             _ = try hash(password, salt: [UInt8](repeating: 0, count: 16), iterations: passwordIterations)
             return .failure(HSMError(.loginFailed))
         }
-        guard user.failedLogins < Self.lockoutThreshold else {
+        // Count the attempt as failed before the slow hash and clear it on success, so
+        // parallel guesses on many connections cannot all slip in under the limit.
+        let attempt = try store.recordFailedLogin(name: name)
+        guard attempt <= Self.lockoutThreshold else {
             return .failure(HSMError(.userLocked, "user \(name) is locked; a crypto officer must set a new password"))
         }
         let candidate = try hash(password, salt: user.salt, iterations: user.iterations)
         guard constantTimeEqual(candidate, user.passwordHash) else {
-            try store.recordFailedLogin(name: name)
             return .failure(HSMError(.loginFailed))
         }
+        // The right password (even for the wrong role) is not a failed attempt.
+        try store.resetFailedLogins(name: name)
         guard user.role == role else { return .failure(HSMError(.loginFailed)) }
-        if user.failedLogins != 0 { try store.resetFailedLogins(name: name) }
         return .success(user)
     }
 

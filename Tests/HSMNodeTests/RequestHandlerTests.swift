@@ -4,6 +4,7 @@
 import CloudHSMCore
 import Foundation
 import OpenSSLKit
+import Synchronization
 import XCTest
 
 @testable import HSMNode
@@ -70,6 +71,21 @@ final class RequestHandlerTests: XCTestCase {
         XCTAssertEqual(handler.code(.changePassword(name: "bob", newPassword: "new"), &officer), .success)
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "bob", password: "right"), &session), .loginFailed)
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "bob", password: "new"), &session), .success)
+    }
+
+    func testParallelGuessesCannotSlipUnderTheLimit() {
+        _ = node.userSession("dave", password: "right")
+        let codes = Mutex<[HSMReturnCode]>([])
+        DispatchQueue.concurrentPerform(iterations: 12) { _ in
+            var session = handler.openSession()
+            let code = handler.code(.login(role: .cryptoUser, user: "dave", password: "wrong"), &session)
+            codes.withLock { $0.append(code) }
+        }
+        let answers = codes.withLock { $0 }
+        XCTAssertEqual(answers.filter { $0 == .loginFailed }.count, 5, "\(answers)")
+        XCTAssertEqual(answers.filter { $0 == .userLocked }.count, 7, "\(answers)")
+        var session = handler.openSession()
+        XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "dave", password: "right"), &session), .userLocked)
     }
 
     func testSuccessResetsFailureCount() {
