@@ -106,6 +106,9 @@ public struct WireReader: Sendable {
 
     public mutating func readString(_ what: String, maximum: Int = 4096) throws -> String {
         let raw = try readBytes(what, maximum: maximum)
+        // Names, labels and passwords end up in C strings (SQLite, OpenSSL), where a NUL
+        // would silently cut them short.
+        guard !raw.contains(0) else { throw WireError.invalidValue("\(what) contains a NUL byte") }
         guard let string = String(validating: raw, as: UTF8.self) else {
             throw WireError.invalidValue("\(what) is not valid UTF-8")
         }

@@ -131,6 +131,12 @@ final class WireProtocolTests: XCTestCase {
         // A length prefix that claims more than the frame holds.
         XCTAssertThrowsError(
             try HSMRequest.decode(operation: CloudHSMCore.Operation.deleteUser.rawValue, payload: [0, 0, 0, 99, 65]))
+        // A NUL inside a string would be cut short in C: refused, with its name.
+        let nul = HSMRequest.deleteUser(name: "bob\u{0}admin").encodedPayload()
+        XCTAssertThrowsError(try HSMRequest.decode(operation: CloudHSMCore.Operation.deleteUser.rawValue, payload: nul))
+        {
+            XCTAssertEqual($0 as? WireError, .invalidValue("user name contains a NUL byte"))
+        }
         // A boolean must be 0 or 1.
         var flags = HSMRequest.generateSymmetricKey(
             keyType: .aes, byteCount: 16, label: "", isSession: true, isExtractable: true
