@@ -81,7 +81,7 @@ public enum DigestAlgorithm: UInt8, Sendable, CaseIterable {
 
 /// How an RSA private key signs. The input is always a digest (or, for `.raw`, a
 /// block the size of the modulus): hashing happens on the host.
-public enum SignMechanism: Equatable, Sendable {
+public enum SignMechanism: Hashable, Sendable {
     /// PKCS#1 v1.5: DigestInfo for `digest` around the input, then type 1 padding.
     case pkcs1(digest: DigestAlgorithm)
     case pss(digest: DigestAlgorithm, mgf1Digest: DigestAlgorithm, saltLength: UInt32)
