@@ -34,6 +34,9 @@ public final class NodeState: @unchecked Sendable {
     /// a local change and a peer's record for the same handle cannot pass each other
     /// between the two steps. Taken before `lock`, never inside it.
     let applyLock = NSLock()
+    /// Logins being checked per user name, guarded by the condition itself.
+    private let loginGate = NSCondition()
+    private var loginsInFlight: [String: UInt32] = [:]
 
     /// Replication to peer nodes; nil on a node without peers (then creation needs no one
     /// else). Set once at start-up, before the node serves.
@@ -295,19 +298,42 @@ public final class NodeState: @unchecked Sendable {
             _ = try hash(password, salt: [UInt8](repeating: 0, count: 16), iterations: passwordIterations)
             return .failure(HSMError(.loginFailed))
         }
-        // Count the attempt as failed before the slow hash and clear it on success, so
-        // parallel guesses on many connections cannot all slip in under the limit.
-        let attempt = try store.recordFailedLogin(name: name)
-        guard attempt <= Self.lockoutThreshold else {
-            return .failure(HSMError(.userLocked, "user \(name) is locked; a crypto officer must set a new password"))
+        // A user has as many attempts in flight at once as failures left before the lockout:
+        // parallel guesses on many connections cannot all be checked before the failures
+        // are counted. Parallel correct logins just wait their turn.
+        loginGate.lock()
+        while true {
+            let failed: UInt32
+            do {
+                failed = try store.userRecord(name: name)?.failedLogins ?? Self.lockoutThreshold
+            } catch {
+                loginGate.unlock()
+                throw error
+            }
+            if failed >= Self.lockoutThreshold {
+                loginGate.unlock()
+                return .failure(
+                    HSMError(.userLocked, "user \(name) is locked; a crypto officer must set a new password"))
+            }
+            if loginsInFlight[name, default: 0] < Self.lockoutThreshold - failed { break }
+            loginGate.wait()
+        }
+        loginsInFlight[name, default: 0] += 1
+        loginGate.unlock()
+        defer {
+            loginGate.lock()
+            loginsInFlight[name, default: 1] -= 1
+            loginGate.broadcast()
+            loginGate.unlock()
         }
         let candidate = try hash(password, salt: user.salt, iterations: user.iterations)
         guard constantTimeEqual(candidate, user.passwordHash) else {
+            try store.recordFailedLogin(name: name)
             return .failure(HSMError(.loginFailed))
         }
-        // The right password (even for the wrong role) is not a failed attempt.
-        try store.resetFailedLogins(name: name)
         guard user.role == role else { return .failure(HSMError(.loginFailed)) }
+        // Failures may have been counted while this attempt waited its turn.
+        try store.resetFailedLogins(name: name)
         return .success(user)
     }
 

@@ -88,6 +88,17 @@ final class RequestHandlerTests: XCTestCase {
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "dave", password: "right"), &session), .userLocked)
     }
 
+    func testParallelCorrectLoginsAllSucceed() {
+        _ = node.userSession("erin", password: "right")
+        let codes = Mutex<[HSMReturnCode]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            var session = handler.openSession()
+            let code = handler.code(.login(role: .cryptoUser, user: "erin", password: "right"), &session)
+            codes.withLock { $0.append(code) }
+        }
+        XCTAssertEqual(codes.withLock { $0 }, Array(repeating: .success, count: 16))
+    }
+
     func testSuccessResetsFailureCount() {
         _ = node.userSession("carol", password: "pw")
         for _ in 0..<4 {
