@@ -222,3 +222,19 @@ final class OwnedMemoryBIO {
         }
     }
 }
+
+/// Runs a d2i decoder over all of `der`: nil when it fails or leaves bytes unread, so
+/// trailing garbage after a valid key is refused rather than ignored.
+func decodeWhole(
+    _ der: [UInt8], _ decode: (UnsafeMutablePointer<UnsafePointer<UInt8>?>, Int) -> OpaquePointer?
+) -> OpaquePointer? {
+    der.withUnsafeBufferPointer { buffer in
+        var cursor = buffer.baseAddress
+        guard let key = decode(&cursor, buffer.count) else { return nil }
+        if let base = buffer.baseAddress, let cursor, cursor - base != buffer.count {
+            EVP_PKEY_free(key)
+            return nil
+        }
+        return key
+    }
+}

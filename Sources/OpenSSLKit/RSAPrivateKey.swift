@@ -66,15 +66,7 @@ public final class RSAPrivateKey {
     ///   types and trailing bytes.
     public convenience init(der: [UInt8], context: CryptoContext) throws {
         guard !der.isEmpty else { throw CryptoError.invalidKeyData("no key data") }
-        let parsed: OpaquePointer? = der.withUnsafeBufferPointer { buffer in
-            var cursor = buffer.baseAddress
-            let key = d2i_AutoPrivateKey_ex(nil, &cursor, buffer.count, context.pointer, nil)
-            if let key, let base = buffer.baseAddress, let cursor, cursor - base != buffer.count {
-                EVP_PKEY_free(key)
-                return nil
-            }
-            return key
-        }
+        let parsed = decodeWhole(der) { d2i_AutoPrivateKey_ex(nil, $0, $1, context.pointer, nil) }
         guard let parsed else {
             clearOpenSSLErrors()
             throw CryptoError.invalidKeyData("not a DER-encoded RSA private key (PKCS#8 or PKCS#1)")

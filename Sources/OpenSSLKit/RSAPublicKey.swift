@@ -16,15 +16,7 @@ public final class RSAPublicKey {
     /// - Throws: `CryptoError.invalidKeyData` unless `publicKeyInfo` is exactly one DER
     ///   SubjectPublicKeyInfo of an RSA key.
     public init(publicKeyInfo: [UInt8], context: CryptoContext) throws {
-        let parsed: OpaquePointer? = publicKeyInfo.withUnsafeBufferPointer { buffer in
-            var cursor = buffer.baseAddress
-            let key = d2i_PUBKEY_ex(nil, &cursor, buffer.count, context.pointer, nil)
-            if let key, let base = buffer.baseAddress, let cursor, cursor - base != buffer.count {
-                EVP_PKEY_free(key)
-                return nil
-            }
-            return key
-        }
+        let parsed = decodeWhole(publicKeyInfo) { d2i_PUBKEY_ex(nil, $0, $1, context.pointer, nil) }
         guard let parsed else {
             clearOpenSSLErrors()
             throw CryptoError.invalidKeyData("not a DER SubjectPublicKeyInfo")
