@@ -68,7 +68,7 @@ public final class NodeServer: @unchecked Sendable {
     }
 
     private func serveConnection(_ socket: TCPSocket) {
-        let peer = peerAddress(socket.descriptor)
+        let peer = socket.peerDescription
         let connection: TLSConnection
         do {
             connection = try TLSConnection.accept(
@@ -146,23 +146,4 @@ public final class NodeServer: @unchecked Sendable {
             Frame(operation: operation | Frame.responseBit, requestID: requestID, payload: response.encodedPayload()))
     }
 
-    private func peerAddress(_ descriptor: Int32) -> String {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let ok = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(descriptor, $0, &length) }
-        }
-        guard ok == 0 else { return "unknown" }
-        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
-        let result = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                getnameinfo(
-                    $0, length, &host, socklen_t(host.count), &service, socklen_t(service.count),
-                    NI_NUMERICHOST | NI_NUMERICSERV)
-            }
-        }
-        guard result == 0 else { return "unknown" }
-        return String(cString: host) + ":" + String(cString: service)
-    }
 }

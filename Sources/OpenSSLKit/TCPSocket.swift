@@ -91,6 +91,24 @@ public final class TCPSocket {
         setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// The peer's numeric address and port ("127.0.0.1:54321"), for logs; "unknown" if
+    /// the kernel cannot say.
+    public var peerDescription: String {
+        var storage = [UInt8](repeating: 0, count: MemoryLayout<sockaddr_storage>.size)
+        var length = socklen_t(storage.count)
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let result = storage.withUnsafeMutableBytes { raw -> Int32 in
+            let address = raw.baseAddress!.assumingMemoryBound(to: sockaddr.self)
+            guard getpeername(descriptor, address, &length) == 0 else { return -1 }
+            return getnameinfo(
+                address, length, &host, socklen_t(host.count), &service, socklen_t(service.count),
+                NI_NUMERICHOST | NI_NUMERICSERV)
+        }
+        guard result == 0 else { return "unknown" }
+        return String(cString: host) + ":" + String(cString: service)
+    }
+
     /// Lets the kernel notice a peer that vanished without closing (a half-open connection).
     public func setKeepAlive() {
         var one: Int32 = 1
