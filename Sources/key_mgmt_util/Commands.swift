@@ -206,23 +206,18 @@ extension KeyManagementShell {
         print("")
         print("Cfm3CreateUnwrapTemplate returned: \(HSMReturnCode.success.description)")
         print("")
-        let unwrapped = client.perform(
-            .unwrapKey(
-                wrappingKey: wrappingKey, wrappedKey: wrappedKey, label: label, isSession: flags.has("-sess"),
-                isExtractable: !flags.has("-nex")), key: wrappingKey)
-        printReturned("Cfm3UnWrapKey", unwrapped)
-        if case .success(.handle(let handle)) = unwrapped.result.map(\.body) {
-            print("")
-            print("Private Key Unwrapped.  Key Handle: \(handle)")
-        }
-        printStatus(unwrapped.attempts)
+        unwrap(wrappedKey, under: wrappingKey, label: label, flags)
     }
 
     func unWrapKey(_ flags: Flags) throws {
         let path = try flags.required("-f")
         let wrappingKey = try flags.number("-w", what: "a key handle")
         let label = try flags.required("-l")
-        let wrappedKey = try Files.read(path)
+        unwrap(try Files.read(path), under: wrappingKey, label: label, flags)
+    }
+
+    /// The unwrap step importPrivateKey and unWrapKey share, with its AWS-style report.
+    private func unwrap(_ wrappedKey: [UInt8], under wrappingKey: KeyHandle, label: String, _ flags: Flags) {
         let outcome = client.perform(
             .unwrapKey(
                 wrappingKey: wrappingKey, wrappedKey: wrappedKey, label: label, isSession: flags.has("-sess"),
