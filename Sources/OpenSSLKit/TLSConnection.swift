@@ -138,8 +138,11 @@ public final class TLSConnection {
         while offset < count {
             ERR_set_mark()
             defer { ERR_pop_to_mark() }
-            let got = buffer.withUnsafeMutableBytes { raw in
-                SSL_read(ssl, raw.baseAddress! + offset, Int32(clamping: count - offset))
+            // SSL_read writes too (an alert, for one), so it needs the same guard as writes.
+            let got = withSIGPIPEBlocked {
+                buffer.withUnsafeMutableBytes { raw in
+                    SSL_read(ssl, raw.baseAddress! + offset, Int32(clamping: count - offset))
+                }
             }
             if got > 0 {
                 offset += Int(got)
