@@ -279,8 +279,7 @@ else
     done
     [[ "$port" == 8443 ]] || say "port 8443 is in use; using $port"
 fi
-mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp" "$NGINX_PREFIX/html"
-echo "hello from nginx; its TLS key never left the HSMs" >"$NGINX_PREFIX/html/index.html"
+mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp"
 : >"$NGINX_LOG"
 cat >"$NGINX_CONF" <<EOF
 # Written by scripts/demo.sh. Start:  . $CLUSTER_DIR/env && $NGINX -c $NGINX_CONF -p $NGINX_PREFIX/ -e $NGINX_LOG
@@ -304,7 +303,6 @@ http {
     fastcgi_temp_path $NGINX_PREFIX/tmp/fastcgi;
     uwsgi_temp_path $NGINX_PREFIX/tmp/uwsgi;
     scgi_temp_path $NGINX_PREFIX/tmp/scgi;
-    types { text/html html; }
 
     server {
         listen 127.0.0.1:$port ssl;
@@ -321,7 +319,9 @@ http {
         ssl_session_cache off;
         ssl_session_tickets off;
 
-        location / { root $NGINX_PREFIX/html; index index.html; }
+        # The page is in the config: nginx's workers run as an unprivileged user, who may
+        # not be allowed into this checkout (root's home, a private temp directory).
+        location / { default_type text/plain; return 200 "hello from nginx; its TLS key never left the HSMs\\n"; }
     }
 }
 EOF
