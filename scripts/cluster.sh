@@ -229,16 +229,22 @@ start_node() {
     local n=$1 port=${PORTS[$1]} logf pidf offset pid
     logf="$(log_file "$n")"
     pidf="$(pid_file "$n")"
+    # The log names client addresses: owner and group only (logs of older clusters were 0644).
+    (umask 027 && touch "$logf")
+    chmod 640 "$logf"
     printf -- '--- %s: starting hsmd node %s on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$n" "$port" >>"$logf"
     offset=$(($(stat -c %s "$logf") + 1))
     # setsid + nohup: the node outlives make and the terminal; stdin from /dev/null.
+    # --log-file: hsmd appends its log (and its stderr, so a crash backtrace) to the file
+    # itself and reopens it on SIGHUP; the redirection catches only what comes before
+    # (stdout's "listening on" line, and a refusal to start).
     local peers=() m
     for m in "${!PORTS[@]}"; do
         [[ "$m" == "$n" ]] || peers+=(--peer "$m=127.0.0.1:${PORTS[$m]}")
     done
     if [[ ${#peers[@]} -gt 0 ]]; then peers+=(--cluster-key "$CLUSTER_KEY"); fi
     setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "127.0.0.1:$port" \
-        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" \
+        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" --log-file "$logf" \
         "${peers[@]+"${peers[@]}"}" ${HSMD_RUN_ARGS:-} \
         </dev/null >>"$logf" 2>&1 &
     pid=$!
