@@ -120,6 +120,14 @@ node_pid() {
     echo "$pid"
 }
 
+# True while the process runs (a zombie does not), whatever its name.
+process_running() {
+    local state
+    [[ -r "/proc/$1/stat" ]] || return 1
+    state="$(sed 's/^.*) //' "/proc/$1/stat" | cut -d' ' -f1)"
+    [[ "$state" != Z && "$state" != X ]]
+}
+
 # ---------------------------------------------------------------------------- PKI
 
 openssl_quiet() {
@@ -261,7 +269,9 @@ wait_for_node() {
             log "node $n is listening on 127.0.0.1:${PORTS[$n]} (pid $pid, log $logf)"
             return 0
         fi
-        if ! node_pid "$n" >/dev/null; then
+        # Until setsid and nohup have exec'd hsmd the process has another name: only a
+        # process that is gone (or a zombie) has exited.
+        if ! node_pid "$n" >/dev/null && ! process_running "$pid"; then
             rm -f "$(pid_file "$n")"
             printf 'cluster: node %s exited during start-up; last lines of %s:\n' "$n" "$logf" >&2
             tail -n 20 "$logf" | sed 's/^/    /' >&2
