@@ -84,11 +84,6 @@ public final class NodeServer: @unchecked Sendable {
         listener.close()
     }
 
-    /// Connections holding a slot now: (not logged in, logged in or peer).
-    public var connectionCounts: (unauthenticated: Int, authenticated: Int) {
-        registry.withLock { ($0.admission.unauthenticatedCount, $0.admission.authenticatedCount) }
-    }
-
     // MARK: One connection
 
     private func serveConnection(_ id: ConnectionID, _ socket: TCPSocket, source: String) {
