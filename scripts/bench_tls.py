@@ -123,7 +123,9 @@ def wrk(port: int, duration: int) -> tuple[float, str]:
 
 
 def node_operations(env: dict) -> dict[int, int]:
-    out = run(["key_mgmt_util"], env=env, input="getHSMInfo\nexit\n")
+    # Nodes show their counters to logged-in sessions only.
+    user, password = env["n3fips_password"].split(":", 1)
+    out = run(["key_mgmt_util"], env=env, input=f"loginHSM -u CU -s {user} -p {password}\ngetHSMInfo\nexit\n")
     ops = {}
     node = None
     for line in out.splitlines():

@@ -120,6 +120,14 @@ node_pid() {
     echo "$pid"
 }
 
+# True while the process runs (a zombie does not), whatever its name.
+process_running() {
+    local state
+    [[ -r "/proc/$1/stat" ]] || return 1
+    state="$(sed 's/^.*) //' "/proc/$1/stat" | cut -d' ' -f1)"
+    [[ "$state" != Z && "$state" != X ]]
+}
+
 # ---------------------------------------------------------------------------- PKI
 
 openssl_quiet() {
@@ -229,16 +237,22 @@ start_node() {
     local n=$1 port=${PORTS[$1]} logf pidf offset pid
     logf="$(log_file "$n")"
     pidf="$(pid_file "$n")"
+    # The log names client addresses: owner and group only (logs of older clusters were 0644).
+    (umask 027 && touch "$logf")
+    chmod 640 "$logf"
     printf -- '--- %s: starting hsmd node %s on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$n" "$port" >>"$logf"
     offset=$(($(stat -c %s "$logf") + 1))
     # setsid + nohup: the node outlives make and the terminal; stdin from /dev/null.
+    # --log-file: hsmd appends its log (and its stderr, so a crash backtrace) to the file
+    # itself and reopens it on SIGHUP; the redirection catches only what comes before
+    # (stdout's "listening on" line, and a refusal to start).
     local peers=() m
     for m in "${!PORTS[@]}"; do
         [[ "$m" == "$n" ]] || peers+=(--peer "$m=127.0.0.1:${PORTS[$m]}")
     done
     if [[ ${#peers[@]} -gt 0 ]]; then peers+=(--cluster-key "$CLUSTER_KEY"); fi
     setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "127.0.0.1:$port" \
-        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" \
+        --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" --log-file "$logf" \
         "${peers[@]+"${peers[@]}"}" ${HSMD_RUN_ARGS:-} \
         </dev/null >>"$logf" 2>&1 &
     pid=$!
@@ -255,7 +269,9 @@ wait_for_node() {
             log "node $n is listening on 127.0.0.1:${PORTS[$n]} (pid $pid, log $logf)"
             return 0
         fi
-        if ! node_pid "$n" >/dev/null; then
+        # Until setsid and nohup have exec'd hsmd the process has another name: only a
+        # process that is gone (or a zombie) has exited.
+        if ! node_pid "$n" >/dev/null && ! process_running "$pid"; then
             rm -f "$(pid_file "$n")"
             printf 'cluster: node %s exited during start-up; last lines of %s:\n' "$n" "$logf" >&2
             tail -n 20 "$logf" | sed 's/^/    /' >&2

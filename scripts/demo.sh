@@ -342,16 +342,21 @@ say "nginx master $master, worker processes: ${workers:-none}; listening on 127.
 
 # ============================================================================ requests
 
-# node_ops: one line per node, "ID TOTAL SIGN DECRYPT", from key_mgmt_util's getHSMInfo.
+# node_ops: one line per node, "ID TOTAL SIGN DECRYPT", from key_mgmt_util's getHSMInfo
+# (nodes show their counters to logged-in sessions only).
 node_ops() {
     local out
-    out="$(printf 'getHSMInfo\nexit\n' | key_mgmt_util 2>&1)" || true
+    out="$(printf 'loginHSM -u CU -s %s -p %s\ngetHSMInfo\nexit\n' "$CLOUDHSM_CU_USER" "$CLOUDHSM_CU_PASSWORD" |
+        key_mgmt_util 2>&1)" || true
     printf '%s\n' "$out" | awk '
         /^Node id [0-9]+:/ { id = $3; sub(":", "", id) }
         /Private key operations:/ { t = $4; s = $6; d = $8; gsub(/[^0-9]/, "", s); gsub(/[^0-9]/, "", d);
                                      print id, t, s, d; n++ }
         END { if (n == 0) exit 1 }' ||
-        { printf '%s\n' "$out" | sed 's/^/    | /' >&2; die "getHSMInfo printed no node statistics (above)"; }
+        {
+            printf '%s\n' "$out" | sed "s/$CLOUDHSM_CU_PASSWORD/<password>/g; s/^/    | /" >&2
+            die "getHSMInfo printed no node statistics (above)"
+        }
 }
 
 step "14. Private-key operations each node has served so far (key_mgmt_util getHSMInfo)"

@@ -66,6 +66,8 @@ public struct HSMResponse: Equatable, Sendable {
             w.write(n.nodeId)
             w.write(n.clusterId)
             w.write(n.version)
+            w.write(n.includesCounters)
+            guard n.includesCounters else { break }
             w.write(n.tokenKeyCount)
             w.write(n.sessionKeyCount)
             w.write(n.signOperations)
@@ -117,10 +119,18 @@ public struct HSMResponse: Equatable, Sendable {
                     isExtractable: try r.readBool("extractable flag"), sizeInBits: try r.readUInt32("key size"),
                     publicKeyInfo: try r.readBytes("public key", maximum: 8192)))
         case .nodeInfo:
+            let nodeId = try r.readUInt32("node id")
+            let clusterId = try r.readString("cluster id")
+            let version = try r.readString("version")
+            // Counters follow only in an answer to a logged-in session.
+            guard try r.readBool("counters flag") else {
+                body = .nodeInfo(NodeInfo(nodeId: nodeId, clusterId: clusterId, version: version))
+                break
+            }
             body = .nodeInfo(
                 NodeInfo(
-                    nodeId: try r.readUInt32("node id"), clusterId: try r.readString("cluster id"),
-                    version: try r.readString("version"), tokenKeyCount: try r.readUInt64("token key count"),
+                    nodeId: nodeId, clusterId: clusterId, version: version,
+                    tokenKeyCount: try r.readUInt64("token key count"),
                     sessionKeyCount: try r.readUInt64("session key count"),
                     signOperations: try r.readUInt64("sign count"),
                     decryptOperations: try r.readUInt64("decrypt count"),

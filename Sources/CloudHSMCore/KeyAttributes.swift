@@ -158,10 +158,16 @@ public struct UserInfo: Equatable, Sendable {
     }
 }
 
+/// What `nodeInfo` answers. Before login a node tells only who it is (node id, cluster
+/// id, version: what a client's probe and cluster-id check need); the counters, key and
+/// user counts need a logged-in session.
 public struct NodeInfo: Equatable, Sendable {
     public var nodeId: UInt32
     public var clusterId: String
     public var version: String
+    /// False in an answer to a session that has not logged in: the counts below are then
+    /// not known (they read 0) and must not be shown as figures.
+    public var includesCounters: Bool
     public var tokenKeyCount: UInt64
     public var sessionKeyCount: UInt64
     public var signOperations: UInt64
@@ -177,10 +183,19 @@ public struct NodeInfo: Equatable, Sendable {
         self.nodeId = nodeId
         self.clusterId = clusterId
         self.version = version
+        self.includesCounters = true
         self.tokenKeyCount = tokenKeyCount
         self.sessionKeyCount = sessionKeyCount
         self.signOperations = signOperations
         self.decryptOperations = decryptOperations
         self.userCount = userCount
+    }
+
+    /// Only who the node is, for a session that has not logged in.
+    public init(nodeId: UInt32, clusterId: String, version: String) {
+        self.init(
+            nodeId: nodeId, clusterId: clusterId, version: version, tokenKeyCount: 0, sessionKeyCount: 0,
+            signOperations: 0, decryptOperations: 0, userCount: 0)
+        includesCounters = false
     }
 }

@@ -41,6 +41,10 @@ public enum HSMDCommand: Equatable {
         public var minNodes: Int = 1
         public var syncIntervalMilliseconds: Int = 2000
         public var peerTimeoutMilliseconds: Int = 1500
+        /// Deadlines and connection slots against clients that never log in.
+        public var connectionLimits = ConnectionLimits()
+        /// Where the log (stderr) goes; nil keeps stderr.
+        public var logFile: String? = nil
     }
 
     public static let usage = """
@@ -53,7 +57,10 @@ public enum HSMDCommand: Equatable {
           hsmd run --data-dir DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE
                    [--workers N] [--queue N] [--max-ops-per-second N] [--password-iterations N]
                    [--peer N=HOST:PORT ...] [--cluster-key FILE] [--min-nodes N]
-                   [--sync-interval-ms N] [--peer-timeout-ms N]
+                   [--sync-interval-ms N] [--peer-timeout-ms N] [--log-file FILE]
+                   [--handshake-timeout-ms N] [--frame-timeout-ms N] [--login-timeout-ms N]
+                   [--idle-timeout-ms N] [--max-connections N] [--max-unauthenticated N]
+                   [--max-unauthenticated-per-source N]
               Serves TLS 1.3 on HOST:PORT (PORT 0 picks one) and prints
               "hsmd node N listening on HOST:PORT" once it accepts connections.
               --workers             RSA operations that may run at once (default: number of CPUs)
@@ -73,6 +80,21 @@ public enum HSMDCommand: Equatable {
               --sync-interval-ms N  how often to pull what peers hold and this node lacks
                                     (default 2000)
               --peer-timeout-ms N   connect timeout towards a peer (default 1500)
+              --log-file FILE       log there instead of stderr (append; created 0640; the
+                                    process's stderr goes there too); SIGHUP reopens it
+              --handshake-timeout-ms N  the TLS handshake must complete within N ms of
+                                    the accept (default 5000)
+              --frame-timeout-ms N  a request must arrive whole within N ms of its first
+                                    byte (default 5000)
+              --login-timeout-ms N  a connection not logged in N ms after its handshake is
+                                    closed (default 10000; peer nodes need no login)
+              --idle-timeout-ms N   a logged-in connection silent this long is closed
+                                    (default 600000)
+              --max-connections N   connections at once (default 1024)
+              --max-unauthenticated N  of those, connections not logged in (default 64);
+                                    when full, the one waiting longest makes room
+              --max-unauthenticated-per-source N  the same per client address (IPv6: per
+                                    /64) (default 16)
           --password-iterations     PBKDF2-HMAC-SHA256 iterations for passwords set from
                                     then on (default 100000; init stores it for the node,
                                     run overrides it). Lower it only for tests.
@@ -154,12 +176,44 @@ public enum HSMDCommand: Equatable {
             }
             options.syncIntervalMilliseconds = try integer("--sync-interval-ms", 50...3_600_000) ?? 2000
             options.peerTimeoutMilliseconds = try integer("--peer-timeout-ms", 50...60_000) ?? 1500
+            if let path = flags.removeValue(forKey: "--log-file") {
+                guard !path.isEmpty else { throw UsageError("--log-file is empty") }
+                options.logFile = path
+            }
+            options.connectionLimits = try parseConnectionLimits(integer)
             command = .run(options)
         default:
             throw UsageError("unknown command '\(verb)': use init or run")
         }
         if let unknown = flags.keys.sorted().first { throw UsageError("unknown option \(unknown) for \(verb)") }
         return command
+    }
+
+    static func parseConnectionLimits(_ integer: (String, ClosedRange<Int>) throws -> Int?) throws
+        -> ConnectionLimits
+    {
+        var limits = ConnectionLimits()
+        func set(_ flag: String, _ range: ClosedRange<Int>, _ value: inout Int) throws {
+            if let given = try integer(flag, range) { value = given }
+        }
+        try set("--handshake-timeout-ms", 100...600_000, &limits.handshakeTimeoutMilliseconds)
+        try set("--frame-timeout-ms", 100...600_000, &limits.frameTimeoutMilliseconds)
+        try set("--login-timeout-ms", 100...3_600_000, &limits.loginTimeoutMilliseconds)
+        try set("--idle-timeout-ms", 1000...86_400_000, &limits.idleTimeoutMilliseconds)
+        try set("--max-connections", 2...100_000, &limits.maxConnections)
+        try set("--max-unauthenticated", 1...100_000, &limits.maxUnauthenticated)
+        try set("--max-unauthenticated-per-source", 1...100_000, &limits.maxUnauthenticatedPerSource)
+        guard limits.maxUnauthenticated < limits.maxConnections else {
+            throw UsageError(
+                "--max-unauthenticated (\(limits.maxUnauthenticated)) must be below --max-connections "
+                    + "(\(limits.maxConnections)): logged-in clients need slots of their own")
+        }
+        guard limits.maxUnauthenticatedPerSource <= limits.maxUnauthenticated else {
+            throw UsageError(
+                "--max-unauthenticated-per-source (\(limits.maxUnauthenticatedPerSource)) must not exceed "
+                    + "--max-unauthenticated (\(limits.maxUnauthenticated))")
+        }
+        return limits
     }
 
     /// `N=HOST:PORT`.

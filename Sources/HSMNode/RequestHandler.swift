@@ -85,6 +85,11 @@ public final class RequestHandler: @unchecked Sendable {
             session.role = record.role
             return .empty
         case .nodeInfo:
+            // Before login only who the node is (what a probe and a cluster-id check need).
+            guard session.isLoggedIn else {
+                return .nodeInfo(
+                    NodeInfo(nodeId: UInt32(state.nodeID), clusterId: state.clusterID, version: NodeState.version))
+            }
             return .nodeInfo(try state.info())
         default:
             break

@@ -1,6 +1,8 @@
-// Blocking TCP sockets for the node server and the cluster client: connect with a
-// timeout, TCP_NODELAY on both ends (Nagle plus delayed ACKs would add tens of
-// milliseconds to every small request/response), close-on-exec, EINTR retried.
+// TCP sockets for the node server and the cluster client: connect with a timeout,
+// TCP_NODELAY on both ends (Nagle plus delayed ACKs would add tens of milliseconds to
+// every small request/response), close-on-exec, EINTR retried. TLSConnection turns them
+// non-blocking and waits with poll() until an absolute `Deadline`, so a peer that sends
+// one byte at a time cannot stretch a bound (SO_RCVTIMEO restarts with every byte).
 
 #if canImport(Glibc)
     import Glibc
@@ -115,11 +117,79 @@ public final class TCPSocket {
         setsockopt(descriptor, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
-    /// Sets the receive and send timeouts; 0 means wait forever.
-    public func setTimeout(milliseconds: Int) {
-        var value = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    /// The peer's numeric address without the port ("127.0.0.1", "::1"), or "unknown".
+    public var peerAddress: String {
+        let description = peerDescription
+        guard description != "unknown", let colon = description.lastIndex(of: ":") else { return description }
+        return String(description[..<colon])
+    }
+
+    /// The key per-source limits count under: an IPv4 address, or the /64 network of an
+    /// IPv6 address (one host usually holds a whole /64, so counting single IPv6
+    /// addresses would give it 2^64 shares). IPv4-mapped addresses count as IPv4.
+    public var sourceKey: String {
+        let address = peerAddress
+        guard address.contains(":") else { return address }
+        var bytes = in6_addr()
+        guard inet_pton(AF_INET6, address, &bytes) == 1 else { return address }
+        let octets = withUnsafeBytes(of: &bytes) { Array($0) }
+        if octets[0..<10].allSatisfy({ $0 == 0 }), octets[10] == 0xff, octets[11] == 0xff {
+            return octets[12...].map(String.init).joined(separator: ".")
+        }
+        let groups = stride(from: 0, to: 8, by: 2).map {
+            String(UInt16(octets[$0]) << 8 | UInt16(octets[$0 + 1]), radix: 16)
+        }
+        return groups.joined(separator: ":") + "::/64"
+    }
+
+    /// Puts the socket in non-blocking mode: reads and writes then return EAGAIN instead
+    /// of waiting, and `wait(forWriting:until:)` does the waiting, against a deadline.
+    func setNonBlocking() {
+        let flags = fcntl(descriptor, F_GETFL)
+        if flags >= 0, flags & O_NONBLOCK == 0 { _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) }
+    }
+
+    /// Waits until the socket is readable (data, end of stream or an error) or writable.
+    ///
+    /// - Returns: false when `deadline` passed first.
+    func wait(forWriting: Bool, until deadline: Deadline) throws -> Bool {
+        var pollDescriptor = pollfd(fd: descriptor, events: Int16(forWriting ? POLLOUT : POLLIN), revents: 0)
+        while true {
+            let timeout = deadline.remainingMilliseconds.map { Int32(clamping: $0) } ?? -1
+            let ready = poll(&pollDescriptor, 1, timeout)
+            if ready > 0 { return true }
+            if ready == 0 {
+                if deadline.hasPassed { return false }
+                continue  // poll rounds down; the deadline is a few microseconds away
+            }
+            guard errno == EINTR else { throw SocketError.system("poll", errno: errno) }
+        }
+    }
+
+    /// Makes a read blocked on this socket in another thread return end-of-stream (the
+    /// node's accepting thread evicts a connection this way). Writing still works.
+    public func interruptReads() {
+        guard !isClosed else { return }
+        shutdown(descriptor, Int32(SHUT_RD))
+    }
+
+    /// Ends the sending side (FIN after what was written), then reads and drops what the
+    /// peer still sends for up to `milliseconds`, so closing does not turn into a reset
+    /// that could destroy the last answer before the peer read it.
+    func finishSending(lingeringMilliseconds milliseconds: Int) {
+        guard !isClosed else { return }
+        shutdown(descriptor, Int32(SHUT_WR))
+        let deadline = Deadline.after(milliseconds: milliseconds)
+        var scratch = [UInt8](repeating: 0, count: 4096)
+        var dropped = 0
+        while dropped < 1 << 20, (try? wait(forWriting: false, until: deadline)) == true {
+            let got = scratch.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress!, $0.count, 0) }
+            if got > 0 {
+                dropped += got
+            } else if got == 0 || (errno != EINTR && errno != EAGAIN) {
+                return
+            }
+        }
     }
 
     public func close() {
@@ -136,7 +206,9 @@ public final class TCPListener {
     public let port: UInt16
     private var isClosed = false
 
-    public init(host: String, port: UInt16, backlog: Int32 = 128) throws {
+    /// - Parameter backlog: connections the kernel completes before `accept` takes them
+    ///   (capped by net.core.somaxconn); a burst of connections waits here, not refused.
+    public init(host: String, port: UInt16, backlog: Int32 = 1024) throws {
         let what = "listen on \(host):\(port)"
         guard let address = try resolve(host: host, port: port, passive: true).first else {
             throw SocketError.addressNotResolved(host)
@@ -219,6 +291,35 @@ func resolve(host: String, port: UInt16, passive: Bool) throws -> [ResolvedAddre
         entry = current.pointee.ai_next
     }
     return addresses
+}
+
+/// A moment on the monotonic clock by which some I/O must be done, however the bytes
+/// trickle in.
+public struct Deadline: Comparable, Sendable, CustomStringConvertible {
+    /// Monotonic milliseconds; `Int.max` for never.
+    let milliseconds: Int
+
+    public static let never = Deadline(milliseconds: .max)
+
+    public static var now: Deadline { Deadline(milliseconds: monotonicMilliseconds()) }
+
+    /// `milliseconds` from now.
+    public static func after(milliseconds: Int) -> Deadline {
+        Deadline(milliseconds: monotonicMilliseconds() &+ max(0, milliseconds))
+    }
+
+    public var hasPassed: Bool { self != .never && monotonicMilliseconds() >= milliseconds }
+
+    /// What is left, at least 0; nil for never.
+    public var remainingMilliseconds: Int? {
+        self == .never ? nil : max(0, milliseconds - monotonicMilliseconds())
+    }
+
+    public static func < (lhs: Deadline, rhs: Deadline) -> Bool { lhs.milliseconds < rhs.milliseconds }
+
+    public var description: String {
+        remainingMilliseconds.map { "in \($0) ms" } ?? "never"
+    }
 }
 
 func monotonicMilliseconds() -> Int {

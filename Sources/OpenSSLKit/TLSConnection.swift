@@ -1,6 +1,8 @@
-// A blocking TLS connection over a TCP socket: the node's accepted connections and the
-// client's connections to nodes. No threads, no event loop: the caller's thread does the
-// I/O, which is what a forking host process like nginx needs.
+// A TLS connection over a TCP socket: the node's accepted connections and the client's
+// connections to nodes. No threads, no event loop: the caller's thread does the I/O,
+// which is what a forking host process like nginx needs. The socket is non-blocking and
+// every step waits with poll() until an absolute deadline, so a handshake or a frame
+// has a bound that a peer sending one byte at a time cannot stretch.
 
 import COpenSSL
 
@@ -32,6 +34,8 @@ public final class TLSConnection {
     private let ssl: OpaquePointer
     private let socket: TCPSocket
     private var isClosed = false
+    /// The bound for each call that takes no deadline of its own; 0 for none.
+    private var timeoutMilliseconds = 0
 
     private init(ssl: OpaquePointer, socket: TCPSocket) {
         self.ssl = ssl
@@ -58,20 +62,28 @@ public final class TLSConnection {
         } catch {
             throw TLSError.io("\(error)")
         }
-        socket.setTimeout(milliseconds: timeoutMilliseconds)
         let connection = try make(socket: socket, context: context)
         try connection.expectPeer(named: host)
-        try connection.handshake(isServer: false)
+        try connection.handshake(isServer: false, deadline: .after(milliseconds: timeoutMilliseconds))
         return connection
     }
 
-    /// Completes the server side of a handshake on an accepted socket.
+    /// Completes the server side of a handshake on an accepted socket within
+    /// `timeoutMilliseconds` in all.
     public static func accept(_ socket: TCPSocket, context: TLSContext, timeoutMilliseconds: Int) throws
         -> TLSConnection
     {
-        socket.setTimeout(milliseconds: timeoutMilliseconds)
+        try accept(socket, context: context, deadline: .after(milliseconds: timeoutMilliseconds))
+    }
+
+    /// Completes the server side of a handshake on an accepted socket by `deadline`;
+    /// throws `TLSError.timedOut` when it passes first.
+    public static func accept(_ socket: TCPSocket, context: TLSContext, deadline: Deadline) throws -> TLSConnection {
         let connection = try make(socket: socket, context: context)
-        try connection.handshake(isServer: true)
+        // A node holds many idle connections: their record buffers go back to the heap
+        // between records instead of staying allocated (about 34 KiB each).
+        _ = SSL_ctrl(connection.ssl, SSL_CTRL_MODE, Int(SSL_MODE_RELEASE_BUFFERS), nil)
+        try connection.handshake(isServer: true, deadline: deadline)
         return connection
     }
 
@@ -81,6 +93,9 @@ public final class TLSConnection {
             SSL_free(ssl)
             throw TLSError.io("\(OpenSSLError.capture("SSL_set_fd"))")
         }
+        socket.setNonBlocking()
+        // A write that must wait is retried from a new Swift buffer address.
+        _ = SSL_ctrl(ssl, SSL_CTRL_MODE, Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), nil)
         return TLSConnection(ssl: ssl, socket: socket)
     }
 
@@ -97,76 +112,162 @@ public final class TLSConnection {
         guard ok == 1 else { throw TLSError.handshakeFailed("cannot check the peer name \(host)") }
     }
 
-    private func handshake(isServer: Bool) throws {
-        ERR_set_mark()
-        defer { ERR_pop_to_mark() }
-        let result = withSIGPIPEBlocked { isServer ? SSL_accept(ssl) : SSL_connect(ssl) }
-        guard result != 1 else { return }
-        let verify = SSL_get_verify_result(ssl)
-        if verify != X509_V_OK {
-            throw TLSError.certificateNotTrusted(String(cString: X509_verify_cert_error_string(verify)))
+    private func handshake(isServer: Bool, deadline: Deadline) throws {
+        do {
+            _ = try perform(until: deadline) { isServer ? SSL_accept(ssl) : SSL_connect(ssl) }
+        } catch let error as TLSError {
+            let verify = SSL_get_verify_result(ssl)
+            if verify != X509_V_OK {
+                throw TLSError.certificateNotTrusted(String(cString: X509_verify_cert_error_string(verify)))
+            }
+            // A close is reported as one (not as a failed handshake) so that a client can
+            // tell a node that refused the connection from a certificate problem.
+            if case .io(let why) = error { throw TLSError.handshakeFailed(why) }
+            throw error
         }
-        if let error = ioError(result), case .timedOut = error { throw error }
-        throw TLSError.handshakeFailed(lastErrorText() ?? "the peer closed the connection")
     }
 
-    /// Writes all of `bytes`.
+    /// Runs one OpenSSL I/O step until it succeeds, waiting with poll() for the socket
+    /// whenever OpenSSL wants to read or write, but never past `deadline`.
+    ///
+    /// - Returns: the step's positive result.
+    /// - Throws: `TLSError.timedOut` when the deadline passes; `.closed` at end of stream.
+    private func perform(until deadline: Deadline, _ step: () -> Int32) throws -> Int32 {
+        while true {
+            ERR_set_mark()
+            defer { ERR_pop_to_mark() }
+            // SSL_read writes too (an alert, for one), so every step runs with SIGPIPE blocked.
+            let (result, number) = withSIGPIPEBlocked { () -> (Int32, Int32) in
+                let result = step()
+                return (result, errno)
+            }
+            if result > 0 { return result }
+            let code = SSL_get_error(ssl, result)
+            let forWriting: Bool
+            switch code {
+            case SSL_ERROR_WANT_READ: forWriting = false
+            case SSL_ERROR_WANT_WRITE: forWriting = true
+            case SSL_ERROR_ZERO_RETURN: throw TLSError.closed
+            case SSL_ERROR_SYSCALL:
+                if number == EAGAIN || number == EWOULDBLOCK || number == EINTR {
+                    forWriting = false
+                } else if number == 0 || number == ECONNRESET || number == EPIPE {
+                    throw TLSError.closed
+                } else {
+                    throw TLSError.io(String(cString: strerror(number)))
+                }
+            default:
+                throw TLSError.io(lastErrorText() ?? "TLS error \(code)")
+            }
+            do {
+                guard try socket.wait(forWriting: forWriting, until: deadline) else { throw TLSError.timedOut }
+            } catch let error as SocketError {
+                throw TLSError.io("\(error)")
+            }
+        }
+    }
+
+    /// The deadline of a call that was given none: `setTimeout` from now.
+    var callDeadline: Deadline {
+        timeoutMilliseconds > 0 ? .after(milliseconds: timeoutMilliseconds) : .never
+    }
+
+    /// Writes all of `bytes` within the `setTimeout` bound.
     public func write(_ bytes: [UInt8]) throws {
+        try write(bytes, deadline: callDeadline)
+    }
+
+    /// Writes all of `bytes` by `deadline`.
+    public func write(_ bytes: [UInt8], deadline: Deadline) throws {
         guard !isClosed else { throw TLSError.closed }
         var offset = 0
         while offset < bytes.count {
-            ERR_set_mark()
-            defer { ERR_pop_to_mark() }
-            let written = withSIGPIPEBlocked {
+            let written = try perform(until: deadline) {
                 bytes.withUnsafeBytes { raw in
                     SSL_write(ssl, raw.baseAddress! + offset, Int32(clamping: bytes.count - offset))
                 }
             }
-            if written > 0 {
-                offset += Int(written)
-            } else {
-                throw ioError(written) ?? TLSError.io("write failed")
-            }
+            offset += Int(written)
         }
     }
 
-    /// Reads exactly `count` bytes. A close before the first byte throws `.closed`.
+    /// Reads exactly `count` bytes within the `setTimeout` bound. A close before the
+    /// first byte throws `.closed`.
     public func read(exactly count: Int) throws -> [UInt8] {
+        var buffer: [UInt8] = []
+        try read(count, appendingTo: &buffer, deadline: callDeadline)
+        return buffer
+    }
+
+    /// Reads `count` bytes onto the end of `buffer` by `deadline`. The buffer grows with
+    /// the bytes that arrive, a TLS record (16 KiB) at a time, never by `count` at once:
+    /// a length a peer claims costs nothing until the peer sends it.
+    ///
+    /// - Throws: `.closed` for an end of stream before the first byte, `.timedOut` when
+    ///   the deadline passes (`buffer` then holds what did arrive).
+    func read(_ count: Int, appendingTo buffer: inout [UInt8], deadline: Deadline) throws {
         guard !isClosed else { throw TLSError.closed }
-        var buffer = [UInt8](repeating: 0, count: count)
-        var offset = 0
-        while offset < count {
-            ERR_set_mark()
-            defer { ERR_pop_to_mark() }
-            // SSL_read writes too (an alert, for one), so it needs the same guard as writes.
-            let got = withSIGPIPEBlocked {
-                buffer.withUnsafeMutableBytes { raw in
-                    SSL_read(ssl, raw.baseAddress! + offset, Int32(clamping: count - offset))
+        let chunk = 16 * 1024
+        var remaining = count
+        while remaining > 0 {
+            let start = buffer.count
+            let wanted = min(remaining, chunk)
+            buffer.append(contentsOf: repeatElement(0, count: wanted))
+            let got: Int32
+            do {
+                got = try perform(until: deadline) {
+                    buffer.withUnsafeMutableBytes { raw in SSL_read(ssl, raw.baseAddress! + start, Int32(wanted)) }
                 }
-            }
-            if got > 0 {
-                offset += Int(got)
-            } else {
-                let error = ioError(got) ?? TLSError.io("read failed")
-                if case .closed = error, offset > 0 {
+            } catch {
+                buffer.removeLast(wanted)
+                if case TLSError.closed = error, remaining < count {
                     throw TLSError.io("connection closed in the middle of a message")
                 }
                 throw error
             }
+            buffer.removeLast(wanted - Int(got))
+            remaining -= Int(got)
         }
-        return buffer
     }
 
-    /// Sets the read and write timeout; 0 waits forever.
-    public func setTimeout(milliseconds: Int) { socket.setTimeout(milliseconds: milliseconds) }
+    /// Waits until a byte can be read (or the peer closed) by `deadline`.
+    ///
+    /// - Returns: false when the deadline passed first.
+    func waitForInput(until deadline: Deadline) throws -> Bool {
+        guard !isClosed else { throw TLSError.closed }
+        if SSL_has_pending(ssl) == 1 { return true }
+        do {
+            return try socket.wait(forWriting: false, until: deadline)
+        } catch {
+            throw TLSError.io("\(error)")
+        }
+    }
 
-    /// Sends close_notify if the connection is healthy, then closes the socket.
+    /// Bounds each later call that takes no deadline of its own (`read`, `write`,
+    /// `readFrame`, `writeFrame`) to `milliseconds` from its start; 0 for no bound.
+    public func setTimeout(milliseconds: Int) { timeoutMilliseconds = max(0, milliseconds) }
+
+    /// Sends close_notify if the connection is healthy (without waiting for room to
+    /// send it), then closes the socket.
     public func close() {
         guard !isClosed else { return }
         isClosed = true
         ERR_set_mark()
         _ = withSIGPIPEBlocked { SSL_shutdown(ssl) }
         ERR_pop_to_mark()
+        socket.close()
+    }
+
+    /// Sends close_notify, ends the sending side and drops what the peer still sends for
+    /// up to `lingeringMilliseconds` before closing: for a close right after a last frame
+    /// the peer must be able to read (closing with unread input would send a reset).
+    public func closeAfterLastFrame(lingeringMilliseconds: Int) {
+        guard !isClosed else { return }
+        isClosed = true
+        ERR_set_mark()
+        _ = withSIGPIPEBlocked { SSL_shutdown(ssl) }
+        ERR_pop_to_mark()
+        socket.finishSending(lingeringMilliseconds: lingeringMilliseconds)
         socket.close()
     }
 
@@ -186,23 +287,6 @@ public final class TLSConnection {
         guard let line = X509_NAME_oneline(X509_get_subject_name(certificate), nil, 0) else { return nil }
         defer { CRYPTO_free(line, #file, #line) }
         return String(cString: line)
-    }
-
-    private func ioError(_ result: Int32) -> TLSError? {
-        let code = SSL_get_error(ssl, result)
-        switch code {
-        case SSL_ERROR_ZERO_RETURN:
-            return .closed
-        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
-            return .timedOut
-        case SSL_ERROR_SYSCALL:
-            let number = errno
-            if number == EAGAIN || number == EWOULDBLOCK { return .timedOut }
-            if number == 0 || number == ECONNRESET || number == EPIPE { return .closed }
-            return .io(String(cString: strerror(number)))
-        default:
-            return .io(lastErrorText() ?? "TLS error \(code)")
-        }
     }
 
     private func lastErrorText() -> String? {

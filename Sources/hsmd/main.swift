@@ -16,6 +16,26 @@ do {
     fail("\(error)\n\n\(HSMDCommand.usage)", code: 2)
 }
 
+/// Lifts the soft limit on open files to the hard one: every connection is a descriptor,
+/// and the usual soft limit (1024) is below what --max-connections allows.
+func raiseDescriptorLimit(for limits: ConnectionLimits) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+    // Peers, the store and the listener need a few dozen more.
+    let needed = rlim_t(limits.maxConnections + 64)
+    if limit.rlim_cur < needed {
+        FileHandle.standardError.write(
+            Data(
+                ("hsmd: warning: the open-file limit (\(limit.rlim_cur)) is below --max-connections "
+                    + "\(limits.maxConnections) plus 64; raise it (ulimit -n) or lower --max-connections\n").utf8))
+    }
+}
+
 func requireFile(_ path: String, _ what: String) {
     guard FileManager.default.isReadableFile(atPath: path) else {
         fail("cannot read the \(what) file \(path)", code: 1)
@@ -38,14 +58,24 @@ case .initialize(let options):
     }
 
 case .run(let options):
-    // Signals go to one waiting thread, so shutdown runs as ordinary code. The mask
-    // must be set before any thread starts, since threads inherit it.
+    // Signals go to one waiting thread, so shutdown and log reopening run as ordinary
+    // code. The mask must be set before any thread starts, since threads inherit it.
     var signals = sigset_t()
     sigemptyset(&signals)
     sigaddset(&signals, SIGTERM)
     sigaddset(&signals, SIGINT)
+    sigaddset(&signals, SIGHUP)
     pthread_sigmask(SIG_BLOCK, &signals, nil)
     signal(SIGPIPE, SIG_IGN)
+
+    if let path = options.logFile {
+        do {
+            try NodeLog.redirect(to: path)
+        } catch {
+            fail("\(error)", code: 1)
+        }
+    }
+    raiseDescriptorLimit(for: options.connectionLimits)
 
     requireFile(options.certificatePath, "certificate")
     requireFile(options.keyPath, "private key")
@@ -67,7 +97,8 @@ case .run(let options):
             workers: options.workers, queueLimit: options.queueLimit,
             operationsPerSecond: options.maxOperationsPerSecond)
         server = try NodeServer(
-            handler: RequestHandler(state: state, executor: pool), host: options.host, port: options.port, tls: tls)
+            handler: RequestHandler(state: state, executor: pool), host: options.host, port: options.port, tls: tls,
+            limits: options.connectionLimits)
         if !options.peers.isEmpty, let keyPath = options.clusterKeyPath {
             let peerTLS = try TLSContext.client(
                 trustAnchorPath: options.caPath, certificatePath: options.certificatePath,
@@ -83,13 +114,24 @@ case .run(let options):
     }
 
     let awaited = signals
+    let stoppingReplicator = replicator
     let signalThread = Thread {
         var waitSet = awaited
         var received: Int32 = 0
-        sigwait(&waitSet, &received)
+        while true {
+            sigwait(&waitSet, &received)
+            guard received == SIGHUP else { break }
+            do {
+                try NodeLog.reopen()
+                FileHandle.standardError.write(Data("hsmd: SIGHUP: log file reopened\n".utf8))
+            } catch {
+                // The old file stays in use; say so there.
+                FileHandle.standardError.write(Data("hsmd: SIGHUP: \(error); still logging to the old file\n".utf8))
+            }
+        }
         FileHandle.standardError.write(Data("hsmd: signal \(received), shutting down\n".utf8))
         server.stop()
-        replicator?.stop()
+        stoppingReplicator?.stop()
         pool.stop()
         state.store.quiesce()  // no commit is cut in half
         exit(0)

@@ -119,6 +119,11 @@ extension KeyManagementShell {
             case .success(.nodeInfo(let info)):
                 print("        Cluster id: \(info.clusterId)")
                 print("        Version: \(info.version)")
+                guard info.includesCounters else {
+                    // A node shows its counters to logged-in sessions only.
+                    print("        Counters: shown after loginHSM")
+                    continue
+                }
                 print("        Token keys: \(info.tokenKeyCount)")
                 print("        Session keys: \(info.sessionKeyCount)")
                 print(

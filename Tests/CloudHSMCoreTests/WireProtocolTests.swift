@@ -72,6 +72,8 @@ final class WireProtocolTests: XCTestCase {
                             nodeId: 2, clusterId: "local-dev", version: "0.1.0", tokenKeyCount: 3, sessionKeyCount: 1,
                             signOperations: 10, decryptOperations: 2, userCount: 2)))
             ),
+            // Before login: who the node is, no counters.
+            (.nodeInfo, .success(.nodeInfo(NodeInfo(nodeId: 2, clusterId: "local-dev", version: "0.1.0")))),
             (
                 .listUsers,
                 .success(

@@ -27,6 +27,45 @@ final class HSMDCommandTests: XCTestCase {
         XCTAssertEqual(try HSMDCommand.parse(["--help"]), .help)
     }
 
+    func testConnectionFlagsParse() throws {
+        let base = ["run", "--data-dir", "/d", "--listen", "h:1", "--cert", "c", "--key", "k", "--ca", "a"]
+        guard case .run(let defaults) = try HSMDCommand.parse(base) else { return XCTFail("not run") }
+        XCTAssertEqual(defaults.connectionLimits, ConnectionLimits())
+        XCTAssertNil(defaults.logFile)
+        let run = try HSMDCommand.parse(
+            base + [
+                "--log-file", "/var/log/hsmd.log", "--handshake-timeout-ms", "1500", "--frame-timeout-ms", "2500",
+                "--login-timeout-ms", "3500", "--idle-timeout-ms", "60000", "--max-connections", "100",
+                "--max-unauthenticated", "20", "--max-unauthenticated-per-source", "5",
+            ])
+        guard case .run(let options) = run else { return XCTFail("not run") }
+        XCTAssertEqual(options.logFile, "/var/log/hsmd.log")
+        let limits = options.connectionLimits
+        XCTAssertEqual(limits.handshakeTimeoutMilliseconds, 1500)
+        XCTAssertEqual(limits.frameTimeoutMilliseconds, 2500)
+        XCTAssertEqual(limits.loginTimeoutMilliseconds, 3500)
+        XCTAssertEqual(limits.idleTimeoutMilliseconds, 60000)
+        XCTAssertEqual(limits.maxConnections, 100)
+        XCTAssertEqual(limits.maxUnauthenticated, 20)
+        XCTAssertEqual(limits.maxUnauthenticatedPerSource, 5)
+        XCTAssertEqual(limits.maxAuthenticated, 80)
+
+        func message(_ extra: [String]) -> String {
+            do {
+                _ = try HSMDCommand.parse(base + extra)
+                return "accepted"
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertTrue(message(["--max-unauthenticated", "1024"]).contains("must be below --max-connections"))
+        XCTAssertTrue(
+            message(["--max-unauthenticated", "8", "--max-unauthenticated-per-source", "9"]).contains("must not exceed")
+        )
+        XCTAssertTrue(message(["--frame-timeout-ms", "5"]).contains("--frame-timeout-ms"))
+        XCTAssertTrue(message(["--log-file", ""]).contains("--log-file is empty"))
+    }
+
     func testMistakesAreNamed() {
         func message(_ arguments: [String]) -> String {
             do {

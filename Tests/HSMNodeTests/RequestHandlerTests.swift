@@ -26,7 +26,9 @@ final class RequestHandlerTests: XCTestCase {
         XCTAssertEqual(info.nodeId, 5)
         XCTAssertEqual(info.clusterId, "test-cluster")
         XCTAssertEqual(info.version, "0.1.0")
-        XCTAssertEqual(info.userCount, 1)
+        // Counters and key/user counts need a login.
+        XCTAssertFalse(info.includesCounters)
+        XCTAssertEqual(info.userCount, 0)
         for request: HSMRequest in [
             .logout, .listUsers, .generateRandom(count: 4), .findKeys(KeyFilter()), .getAttributes(1),
             .createUser(role: .cryptoUser, name: "x", password: "y"),
@@ -37,6 +39,9 @@ final class RequestHandlerTests: XCTestCase {
         XCTAssertEqual(
             handler.code(.login(role: .cryptoOfficer, user: "admin", password: "officer-pw"), &officer),
             .alreadyLoggedIn)
+        guard case .nodeInfo(let full) = handler.ok(.nodeInfo, &officer) else { return XCTFail("no node info") }
+        XCTAssertTrue(full.includesCounters)
+        XCTAssertEqual(full.userCount, 1)
         XCTAssertEqual(handler.code(.logout, &officer), .success)
         XCTAssertEqual(handler.code(.listUsers, &officer), .notLoggedIn)
     }

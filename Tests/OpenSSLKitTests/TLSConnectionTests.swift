@@ -3,6 +3,7 @@
 
 import CloudHSMCore
 import Foundation
+import Synchronization
 import XCTest
 
 @testable import OpenSSLKit
@@ -111,6 +112,99 @@ final class TLSConnectionTests: XCTestCase {
         XCTAssertThrowsError(try connection.readFrame()) { error in
             guard case TLSError.closed = error else { return XCTFail("got \(error)") }
         }
+    }
+
+    // MARK: - Deadlines
+
+    func testHandshakeDeadlineHoldsAgainstAPeerThatSendsNothing() throws {
+        let context = try CryptoContext()
+        let server = try serverContext(context)
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let silent = try TCPSocket.connect(host: "127.0.0.1", port: listener.port, timeoutMilliseconds: 2000)
+        defer { silent.close() }
+        let accepted = try listener.accept()
+        let started = Deadline.now
+        XCTAssertThrowsError(try TLSConnection.accept(accepted, context: server, deadline: .after(milliseconds: 300))) {
+            guard case TLSError.timedOut = $0 else { return XCTFail("got \($0)") }
+        }
+        let took = monotonicMilliseconds() - started.milliseconds
+        XCTAssertGreaterThanOrEqual(took, 300)
+        XCTAssertLessThan(took, 3000)
+    }
+
+    func testFrameDeadlineCountsFromTheFirstByteHoweverBytesTrickle() throws {
+        let context = try CryptoContext()
+        let server = try serverContext(context)
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let outcome = Mutex<(error: Error?, took: Int)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let reader = Thread {
+            defer { done.signal() }
+            guard let socket = try? listener.accept(),
+                let connection = try? TLSConnection.accept(socket, context: server, timeoutMilliseconds: 5000)
+            else { return }
+            // The first frame arrives whole: the frame bound is not a connection bound.
+            _ = try? connection.readFrame(startingBy: .after(milliseconds: 5000), wholeWithinMilliseconds: 400)
+            var started = 0
+            do {
+                guard try connection.waitForInput(until: .after(milliseconds: 5000)) else { return }
+                started = monotonicMilliseconds()
+                _ = try connection.readFrame(startingBy: .after(milliseconds: 5000), wholeWithinMilliseconds: 400)
+                outcome.withLock { $0 = (nil, monotonicMilliseconds() - started) }
+            } catch {
+                outcome.withLock { $0 = (error, monotonicMilliseconds() - started) }
+            }
+        }
+        reader.start()
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        let connection = try TLSConnection.connect(
+            host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        try connection.writeFrame(Frame(operation: 1, requestID: 1, payload: [1, 2, 3]))
+        // A header claiming 1000 bytes, then one byte every 100 ms.
+        var header = Frame(operation: 1, requestID: 2, payload: []).encoded()
+        header[8...] = [0, 0, 0x03, 0xe8]
+        try connection.write(header)
+        for _ in 0..<15 {
+            try? connection.write([0x42])
+            usleep(100_000)
+        }
+        done.wait()
+        let result = try XCTUnwrap(outcome.withLock { $0 })
+        guard let incomplete = result.error as? IncompleteFrame else {
+            return XCTFail("got \(String(describing: result.error))")
+        }
+        XCTAssertEqual(incomplete.expected, 1012)
+        XCTAssertGreaterThan(incomplete.received, 12)
+        XCTAssertLessThan(incomplete.received, 30)
+        XCTAssertGreaterThanOrEqual(result.took, 390)
+        XCTAssertLessThan(result.took, 1300)
+    }
+
+    func testNothingByTheStartDeadlineIsATimeoutNotAnIncompleteFrame() throws {
+        let context = try CryptoContext()
+        let server = try serverContext(context)
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let outcome = Mutex<Error?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let reader = Thread {
+            defer { done.signal() }
+            guard let socket = try? listener.accept(),
+                let connection = try? TLSConnection.accept(socket, context: server, timeoutMilliseconds: 5000)
+            else { return }
+            do {
+                _ = try connection.readFrame(startingBy: .after(milliseconds: 200), wholeWithinMilliseconds: 5000)
+            } catch {
+                outcome.withLock { $0 = error }
+            }
+        }
+        reader.start()
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        let connection = try TLSConnection.connect(
+            host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        done.wait()
+        connection.close()
+        let error = try XCTUnwrap(outcome.withLock { $0 })
+        guard case TLSError.timedOut = error else { return XCTFail("got \(error)") }
     }
 
     // MARK: - Helpers
