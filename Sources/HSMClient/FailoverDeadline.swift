@@ -41,17 +41,22 @@ public struct FailoverPolicy: Equatable, Sendable {
 }
 
 /// The latencies of a node's recent answers (idempotent requests only: logins hash slowly
-/// on purpose and key creation takes what it takes), in a ring of fixed size.
+/// on purpose and key creation takes what it takes), in a ring of fixed size. The p99 is
+/// worked out again every `refreshInterval` samples, not on every request.
 struct LatencyWindow: Sendable {
     static let capacity = 128
     /// Fewer recent samples than this say too little: the policy's ceiling applies.
     static let minimumSamples = 16
     /// Samples older than this no longer describe the node (a minute, in milliseconds).
     static let maximumAge: UInt64 = 60_000
+    static let refreshInterval = 16
 
     private var milliseconds: [UInt32] = []
     private var recordedAt: [UInt64] = []
     private var next = 0
+    private var sinceRefresh = 0
+    private var newest: UInt64 = 0
+    private var cachedP99: Int?
 
     var count: Int { milliseconds.count }
 
@@ -65,17 +70,29 @@ struct LatencyWindow: Sendable {
             recordedAt[next] = now
         }
         next = (next + 1) % Self.capacity
+        newest = now
+        sinceRefresh += 1
+        if sinceRefresh >= Self.refreshInterval || cachedP99 == nil {
+            sinceRefresh = 0
+            cachedP99 = Self.percentile99(of: milliseconds, recordedAt: recordedAt, now: now)
+        }
     }
 
-    /// The 99th percentile of the samples at most `maximumAge` old, or nil when there are
-    /// fewer than `minimumSamples` of them.
+    /// The 99th percentile of the samples at most `maximumAge` old when it was last worked
+    /// out, or nil when there were fewer than `minimumSamples` of them, or when the node
+    /// has answered nothing for `maximumAge`.
     func p99(now: UInt64) -> Int? {
+        guard now &- newest <= Self.maximumAge else { return nil }
+        return cachedP99
+    }
+
+    private static func percentile99(of samples: [UInt32], recordedAt: [UInt64], now: UInt64) -> Int? {
         var recent: [UInt32] = []
-        recent.reserveCapacity(milliseconds.count)
-        for (index, sample) in milliseconds.enumerated() where now &- recordedAt[index] <= Self.maximumAge {
+        recent.reserveCapacity(samples.count)
+        for (index, sample) in samples.enumerated() where now &- recordedAt[index] <= maximumAge {
             recent.append(sample)
         }
-        guard recent.count >= Self.minimumSamples else { return nil }
+        guard recent.count >= minimumSamples else { return nil }
         recent.sort()
         // The nearest-rank percentile: the smallest sample at or above 99 % of them.
         let rank = (recent.count * 99 + 99) / 100
