@@ -461,7 +461,8 @@ public final class ClusterClient: Sendable {
     private func probe(_ channel: NodeChannel) -> Bool {
         channel.probes.add(1, ordering: .relaxed)
         do {
-            let connection = try makeConnection(channel.node, openMilliseconds: failoverDeadline(of: channel))
+            let bound = min(failoverDeadline(of: channel), configuration.connectTimeoutMilliseconds)
+            let connection = try makeConnection(channel.node, openMilliseconds: bound)
             channel.health.withLock { $0.answered() }
             channel.adopt(connection)
             return true

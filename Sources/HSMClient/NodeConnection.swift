@@ -236,8 +236,8 @@ public final class NodeConnection {
 /// bit, sent before the node closes the connection. The request in flight was not acted
 /// on; a throttled (0xbb) notice means the node is full ("node busy: connection limit"),
 /// not broken.
-public struct NodeNotice: Error, Equatable, Sendable, CustomStringConvertible {
-    public let error: HSMError
+struct NodeNotice: Error, Equatable, Sendable, CustomStringConvertible {
+    let error: HSMError
 
-    public var description: String { error.description }
+    var description: String { error.description }
 }
