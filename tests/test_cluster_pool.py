@@ -1,13 +1,16 @@
 """The client pool against three real hsmd nodes, driven by pkpspeed (one shared client,
 several threads): load spreads over the nodes (by the nodes' own counters), a node killed
-with -9 mid-run costs no operation and gets work again after its restart, and a node capped
-to a low rate answers throttled while the pool moves the load elsewhere.
+with -9 mid-run costs no operation and gets work again after its restart, a node frozen with
+SIGSTOP mid-run costs no signature more than a second, and a node capped to a low rate
+answers throttled while the pool moves the load elsewhere.
 These depend on node-side replication: token keys exist on every node under one handle."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import time
 
@@ -124,6 +127,49 @@ def test_kill_9_mid_run_loses_nothing_and_the_node_comes_back(cluster):
         and "Cfm3GetAttribute returned: 0x00" in o and o,
         30, f"node {victim} to catch up on key {made_meanwhile}")
     assert "Cfm3GetAttribute returned: 0x00" in out
+
+
+def test_a_frozen_node_costs_no_signature_more_than_a_second(cluster):
+    """kill -STOP one node mid-run (TCP still accepts, nothing answers): each signature
+    in flight there is abandoned after the node's failover deadline and answered by
+    another node, and probes of the frozen node are bounded the same way. pkpspeed's own
+    text report must show no error and no operation slower than a second (the goal; the
+    deadline is 200 ms for nodes that answer in milliseconds). Then kill -CONT: the node
+    lives on and serves."""
+    key = pkpspeed(cluster, "-t", "1", "-n", "1")["key_handle"]
+    victim = ((key & 0xF) + 1) % 3
+    pid = cluster.pid(victim)
+    run = subprocess.Popen(
+        [pkpspeed_path(cluster), "-k", str(key), "-t", "2", "-d", "12"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env, cwd=cluster.work,
+    )
+    try:
+        # After the warm-up (a login per thread and node), well inside the timed run.
+        time.sleep(3)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    text = out + err
+    print(f"pkpspeed -t 2 -d 12, node {victim} frozen from 3 s to 8 s:\n{out}")
+    assert run.returncode == 0, f"pkpspeed failed ({run.returncode}):\n{text}"
+    assert re.search(r"^errors: 0$", out, re.M), text
+    latency = re.search(r"^latency_ms: p50 ([\d.]+) p99 ([\d.]+) max ([\d.]+)$", out, re.M)
+    assert latency, f"no latency line with max:\n{text}"
+    assert float(latency.group(3)) < 1000, f"a signature waited {latency.group(3)} ms:\n{text}"
+    operations = int(re.search(r"^operations: (\d+)$", out, re.M).group(1))
+    assert operations > 100, text
+    # The freeze was felt: requests there timed out (the pool's own count).
+    failures = re.search(rf"^node {victim} \S+: .* failures (\d+)", out, re.M)
+    assert failures and int(failures.group(1)) >= 1, f"node {victim} never timed out:\n{text}"
+    assert cluster.pid(victim) == pid, f"node {victim} did not survive the freeze:\n{cluster.log(victim)[-2000:]}"
+    cluster.assert_serves()
 
 
 def test_a_throttled_node_sheds_load_without_failures(cluster):

@@ -419,5 +419,7 @@ def test_unreachable_cluster(ossl, generated, tmp_path):
     conf.write_text(ossl.conf.read_text().replace(str(ossl.cluster.config), str(cfg)))
     env = dict(ossl.env)
     env["OPENSSL_CONF"] = str(conf)
+    # CLOUDHSM_CONFIG would win over cluster_config (test_client_hardening.py).
+    env.pop("CLOUDHSM_CONFIG")
     text = failing(ossl, "dgst", "-sha256", "-sign", generated, "-out", ossl.path("u.sig"), generated, env=env)
     assert "no HSM node reachable" in text, text

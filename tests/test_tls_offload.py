@@ -326,6 +326,8 @@ def test_unreachable_cluster_is_named_in_the_error_log(tls, tmp_path):
     conf.write_text(tls.conf.read_text().replace(str(tls.cluster.config), str(cfg)))
     env = dict(tls.env)
     env["OPENSSL_CONF"] = str(conf)
+    # CLOUDHSM_CONFIG would win over cluster_config (test_client_hardening.py).
+    env.pop("CLOUDHSM_CONFIG")
     server = Nginx(tls, "down", tls.path("server_fake_PEM.key"), env=env).start()
     try:
         with pytest.raises((ssl.SSLError, OSError)):

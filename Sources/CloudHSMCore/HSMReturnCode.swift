@@ -34,6 +34,8 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
     public static let timedOut = HSMReturnCode(rawValue: 0xe2)
     public static let connectionLost = HSMReturnCode(rawValue: 0xe3)
     public static let noNodeAvailable = HSMReturnCode(rawValue: 0xe4)
+    /// The node answered for another cluster than the configuration's `cluster_id`.
+    public static let clusterMismatch = HSMReturnCode(rawValue: 0xe5)
 
     public var isSuccess: Bool { self == .success }
 
@@ -63,10 +65,13 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
         case .keyAccessDenied: return "Key access denied: the key belongs to another user"
         case .internalError: return "Internal HSM error"
         case .nodeUnreachable: return "HSM node unreachable (connection refused or no route)"
-        case .tlsFailure: return "TLS handshake with the HSM failed (is its certificate signed by the trust anchor?)"
+        // Not only certificates fail a handshake (an alert, a port that does not speak
+        // TLS): the detail says which, and only an untrusted certificate names the anchor.
+        case .tlsFailure: return "TLS handshake with the HSM failed"
         case .timedOut: return "HSM did not answer in time"
         case .connectionLost: return "Connection to the HSM was lost"
         case .noNodeAvailable: return "No HSM in the cluster could serve the request"
+        case .clusterMismatch: return "HSM belongs to another cluster than the configured cluster_id"
         default: return "Unknown HSM return code"
         }
     }

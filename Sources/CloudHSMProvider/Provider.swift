@@ -5,17 +5,22 @@
 
 import COpenSSL
 import CloudHSMCore
+import Glibc
+import HSMClient
 import OpenSSLKit
 import Synchronization
 
 /// Everything the provider's callbacks share, one per process (see OSSL_provider_init).
 final class ProviderRuntime: @unchecked Sendable {
-    // `keys` is immutable after init; the library is guarded by its Mutex.
+    // `keys` and `configuration` are immutable after init; the library is guarded by its
+    // Mutex.
     let keys: KeyService
+    let configuration: ConfigurationChoice
     private let privateLibrary = Mutex<PrivateLibrary?>(nil)
 
-    init(configurationPath: String?) {
-        keys = KeyService(configurationPath: configurationPath)
+    init(configuration: ConfigurationChoice) {
+        self.configuration = configuration
+        keys = KeyService(configurationPath: configuration.path)
     }
 
     /// The provider's private library context (default provider loaded), made on first use.
@@ -60,7 +65,53 @@ final class PrivateLibrary {
     }
 }
 
-nonisolated(unsafe) var runtime = ProviderRuntime(configurationPath: nil)
+/// Which cluster configuration file the provider uses. `CLOUDHSM_CONFIG` wins over the
+/// OpenSSL configuration's `cluster_config`: it is the more specific, per-process setting,
+/// and the tools read it too, so one shell runs every program against one cluster. With
+/// neither, /etc/cloudhsm/cluster.cfg. The choice is made once, at provider init (nginx's
+/// master, before its workers' environment is cleared); a named file that cannot be read
+/// fails the first private-key operation, never falls back to another file.
+struct ConfigurationChoice: Equatable {
+    enum Source: String {
+        case environment = "CLOUDHSM_CONFIG"
+        case opensslConfiguration = "cluster_config in the OpenSSL configuration"
+        case defaultPath = "the default path: neither CLOUDHSM_CONFIG nor cluster_config is set"
+    }
+
+    let path: String
+    let source: Source
+    /// The `cluster_config` that `CLOUDHSM_CONFIG` overrode, when the two name different files.
+    let overridden: String?
+
+    init(environment: String?, opensslConfiguration: String?) {
+        let environment = environment.flatMap { $0.isEmpty ? nil : $0 }
+        let fromFile = opensslConfiguration.flatMap { $0.isEmpty ? nil : $0 }
+        if let environment {
+            path = environment
+            source = .environment
+            overridden = fromFile.flatMap { $0 == environment ? nil : $0 }
+        } else if let fromFile {
+            path = fromFile
+            source = .opensslConfiguration
+            overridden = nil
+        } else {
+            path = ClusterConfiguration.defaultPath
+            source = .defaultPath
+            overridden = nil
+        }
+    }
+
+    /// The line the trace and `cloudhsm_check` show when both are set and differ.
+    var overrideNote: String? {
+        overridden.map {
+            "CLOUDHSM_CONFIG=\(path) is used; cluster_config = \($0) in the OpenSSL configuration is ignored "
+                + "(the environment variable wins)"
+        }
+    }
+}
+
+nonisolated(unsafe) var runtime = ProviderRuntime(
+    configuration: ConfigurationChoice(environment: nil, opensslConfiguration: nil))
 /// Written only in OSSL_provider_init, which OpenSSL serialises under its provider lock.
 nonisolated(unsafe) private var runtimeIsSet = false
 
@@ -80,7 +131,12 @@ public func OSSL_provider_init(
     if !runtimeIsSet {
         core = CoreFunctions(handle: handle, dispatch: inDispatch)
         let settings = core.configurationValues(["cluster_config"])
-        runtime = ProviderRuntime(configurationPath: settings["cluster_config"].flatMap { $0.isEmpty ? nil : $0 })
+        let choice = ConfigurationChoice(
+            environment: getenv(ClusterConfiguration.environmentVariable).map { String(cString: $0) },
+            opensslConfiguration: settings["cluster_config"])
+        trace("cluster configuration: \(choice.path) (\(choice.source.rawValue))")
+        if let note = choice.overrideNote { trace(note) }
+        runtime = ProviderRuntime(configuration: choice)
         runtimeIsSet = true
     }
     outDispatch?.pointee = providerDispatch
@@ -106,6 +162,10 @@ private let providerParams = paramTable([
     ("version", OSSL_PARAM_UTF8_PTR),
     ("buildinfo", OSSL_PARAM_UTF8_PTR),
     ("status", OSSL_PARAM_INTEGER),
+    // For cloudhsm_check: the configuration file in use, why, and what it overrode.
+    ("cloudhsm-cluster-config", OSSL_PARAM_UTF8_STRING),
+    ("cloudhsm-cluster-config-source", OSSL_PARAM_UTF8_STRING),
+    ("cloudhsm-cluster-config-overridden", OSSL_PARAM_UTF8_STRING),
 ])
 
 private let gettableParams: @convention(c) (UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>? = { _ in
@@ -120,6 +180,9 @@ private let getParams: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePo
         && writer.set("version", staticString: providerVersion)
         && writer.set("buildinfo", staticString: providerBuildInfo)
         && writer.set("status", int: 1)
+        && writer.set("cloudhsm-cluster-config", string: runtime.configuration.path)
+        && writer.set("cloudhsm-cluster-config-source", string: runtime.configuration.source.rawValue)
+        && writer.set("cloudhsm-cluster-config-overridden", string: runtime.configuration.overridden ?? "")
     return ok ? 1 : 0
 }
 

@@ -15,6 +15,12 @@
 //   another node. Throttled (0xbb) and not-yet-replicated (0xbc) answers move on too, with
 //   a short pause once every node has been tried. A request that changes state is never
 //   repeated once it may have reached a node.
+// - An idempotent request that another node could serve waits for a node only as long as
+//   its failover deadline (FailoverPolicy: a multiple of the node's recent p99, bounded);
+//   a node that stalls past it (frozen, hung) loses that connection and is marked down,
+//   and the request moves on. Probes are bounded the same way.
+// - Every new connection first asks the node's cluster id (nodeInfo, before login), so
+//   credentials never go to a node of another cluster.
 
 import CloudHSMCore
 import Glibc
@@ -121,7 +127,7 @@ public final class ClusterClient: Sendable {
         resetAfterFork()
         let request = HSMRequest.login(role: credentials.role, user: credentials.user, password: credentials.password)
         let exchanges = NodeChannel.exchangeAll(
-            channels, request, credentials: nil, opener: opener, waitMilliseconds: leaseWait)
+            channels, request, credentials: nil, opener: opener, limits: patientLimits)
         for (channel, exchange) in zip(channels, exchanges) { note(exchange, on: channel, request: request) }
         let results = zip(channels, exchanges).map { NodeResult(node: $0.node, result: $1.result) }
         if results.contains(where: \.isSuccess) {
@@ -148,7 +154,7 @@ public final class ClusterClient: Sendable {
             var result: Result<HSMResponse, HSMError> = .success(.success())
             for slot in channel.loggedInSlots() {
                 let exchange = channel.exchange(
-                    .logout, credentials: nil, opener: opener, pinned: slot, waitMilliseconds: leaseWait)
+                    .logout, credentials: nil, opener: opener, pinned: slot, limits: patientLimits)
                 if exchange.sessionGone { continue }
                 note(exchange, on: channel, request: .logout)
                 if case .failure = exchange.result, case .success = result { result = exchange.result }
@@ -175,7 +181,7 @@ public final class ClusterClient: Sendable {
     public func broadcast(_ request: HSMRequest) -> [NodeResult] {
         resetAfterFork()
         let exchanges = NodeChannel.exchangeAll(
-            channels, request, credentials: credentials, opener: opener, waitMilliseconds: leaseWait)
+            channels, request, credentials: credentials, opener: opener, limits: patientLimits)
         for (channel, exchange) in zip(channels, exchanges) { note(exchange, on: channel, request: request) }
         return zip(channels, exchanges).map { NodeResult(node: $0.node, result: $1.result) }
     }
@@ -282,7 +288,7 @@ public final class ClusterClient: Sendable {
     /// node could serve it.
     private func route(_ request: HSMRequest, retryInvalidHandle: Bool, rotate: Bool) -> OperationOutcome {
         var attempts: [NodeResult] = []
-        var reasons: [Int: String] = [:]
+        var reasons: [Int: HSMError] = [:]
         var definitiveFallback: Result<HSMResponse, HSMError>?
         var pause = Self.firstRoundPause
         for round in 0..<Self.maximumRounds {
@@ -290,12 +296,17 @@ public final class ClusterClient: Sendable {
             var worthAnotherRound = false
             while let channel = pick(excluding: tried, rotate: rotate) {
                 tried.insert(channel.node.id)
-                let exchange = exchange(request, on: channel)
+                // Short bounds only where another node could take over: the last
+                // candidate is waited for, so a slow cluster is slow, not failing.
+                let limits =
+                    request.isIdempotent && hasCandidate(excluding: tried)
+                    ? failoverLimits(for: channel) : patientLimits
+                let exchange = exchange(request, on: channel, limits: limits)
                 attempts.append(NodeResult(node: channel.node, result: exchange.result))
                 guard case .failure(let error) = exchange.result else {
                     return OperationOutcome(result: exchange.result, attempts: attempts)
                 }
-                reasons[channel.node.id] = error.description
+                reasons[channel.node.id] = error
                 if exchange.nodeFailed {
                     // The node is out (see `note`); another may serve the request unless
                     // it may already have been acted on.
@@ -326,15 +337,55 @@ public final class ClusterClient: Sendable {
             return OperationOutcome(result: definitiveFallback, attempts: attempts)
         }
         let now = clock.now()
+        // Every node of another cluster: that is the answer, not "no node available".
+        let mismatches = channels.compactMap { channel -> String? in
+            if let error = reasons[channel.node.id] { return error.code == .clusterMismatch ? error.detail : nil }
+            let last = channel.health.withLock { $0.isDown ? $0.lastError : nil }
+            return last?.code == .clusterMismatch ? last?.detail : nil
+        }
+        if mismatches.count == channels.count {
+            return OperationOutcome(
+                result: .failure(HSMError(.clusterMismatch, mismatches.joined(separator: "; "))), attempts: attempts)
+        }
         let detail = channels.map { channel in
             let why =
-                reasons[channel.node.id]
+                reasons[channel.node.id]?.description
                 ?? channel.health.withLock { $0.isDown ? $0.reason(now: now) : "not tried" }
             return "node \(channel.node.id) (\(channel.node)): \(why)"
         }
         return OperationOutcome(
             result: .failure(HSMError(.noNodeAvailable, detail.joined(separator: "; "))), attempts: attempts)
     }
+
+    /// Whether a node not in `tried` could still take a request: up, or due for a probe.
+    private func hasCandidate(excluding tried: Set<Int>) -> Bool {
+        let now = clock.now()
+        return channels.contains { channel in
+            !tried.contains(channel.node.id) && channel.health.withLock { $0.state(now: now) } != .down
+        }
+    }
+
+    /// How long `channel` may take before an idempotent request moves on: its recent
+    /// p99 times the policy's multiple, within the policy's bounds and never above the
+    /// operation timeout.
+    func failoverDeadline(of channel: NodeChannel) -> Int {
+        let now = clock.now()
+        let p99 = channel.latency.withLock { $0.p99(now: now) }
+        return min(configuration.failover.deadline(p99: p99), configuration.operationTimeoutMilliseconds)
+    }
+
+    /// The failover deadline bounds every wait of the attempt: a free connection, a new
+    /// connection's handshake and cluster check, and the answer. Only a login on a new
+    /// connection keeps the long timeout (its hash is slow on purpose).
+    private func failoverLimits(for channel: NodeChannel) -> NodeChannel.Limits {
+        let deadline = failoverDeadline(of: channel)
+        return NodeChannel.Limits(
+            leaseWaitMilliseconds: deadline, openMilliseconds: min(deadline, configuration.connectTimeoutMilliseconds),
+            requestMilliseconds: deadline)
+    }
+
+    /// Waits as long as the configuration says.
+    private var patientLimits: NodeChannel.Limits { NodeChannel.Limits(leaseWaitMilliseconds: leaseWait) }
 
     /// A session key's operation, on the connection that made the key. There is no other
     /// place to try: the key exists nowhere else.
@@ -344,7 +395,7 @@ public final class ClusterClient: Sendable {
         }
         channel.outstanding.add(1, ordering: .relaxed)
         let exchange = channel.exchange(
-            request, credentials: credentials, opener: opener, pinned: pin.slotID, waitMilliseconds: leaseWait)
+            request, credentials: credentials, opener: opener, pinned: pin.slotID, limits: patientLimits)
         channel.outstanding.subtract(1, ordering: .relaxed)
         note(exchange, on: channel, request: request)
         // A failure in flight reports itself; the pin stays so that the next request hears
@@ -402,32 +453,40 @@ public final class ClusterClient: Sendable {
         return best
     }
 
-    /// A probe: a fresh connection and a cheap request (nodeInfo, which needs no login).
-    /// On success the node is up again and the connection joins its pool.
+    /// A probe: a fresh connection and its cluster check (nodeInfo, which needs no login),
+    /// all within the node's failover deadline: the probe runs on a caller's thread, which
+    /// in nginx serves every connection of its worker, and a frozen node accepts TCP
+    /// connections but completes no handshake. On success the node is up again and the
+    /// connection joins its pool.
     private func probe(_ channel: NodeChannel) -> Bool {
         channel.probes.add(1, ordering: .relaxed)
         do {
-            let connection = try makeConnection(channel.node, connectTimeoutMilliseconds: probeConnectTimeout)
-            let response = try connection.send(.nodeInfo)
-            guard response.code.isSuccess else {
-                connection.close()
-                throw HSMError(response.code, response.detail)
-            }
+            let bound = min(failoverDeadline(of: channel), configuration.connectTimeoutMilliseconds)
+            let connection = try makeConnection(channel.node, openMilliseconds: bound)
             channel.health.withLock { $0.answered() }
             channel.adopt(connection)
             return true
+        } catch let notice as NodeNotice where notice.error.code == .throttled {
+            // At its connection limit, the node is alive: back in rotation, where it answers
+            // throttled or serves.
+            channel.busyAnswers.add(1, ordering: .relaxed)
+            channel.health.withLock { $0.answered() }
+            return true
         } catch {
             let now = clock.now()
-            channel.health.withLock { $0.probeFailed("\(error)", now: now) }
+            let failure = NodeChannel.hsmError(error, otherwise: .nodeUnreachable)
+            channel.health.withLock { $0.probeFailed(failure, now: now) }
             return false
         }
     }
 
     /// One exchange on `channel`, counted in its outstanding requests while it runs.
-    private func exchange(_ request: HSMRequest, on channel: NodeChannel) -> NodeChannel.Exchange {
+    private func exchange(
+        _ request: HSMRequest, on channel: NodeChannel, limits: NodeChannel.Limits? = nil
+    ) -> NodeChannel.Exchange {
         channel.outstanding.add(1, ordering: .relaxed)
         let exchange = channel.exchange(
-            request, credentials: credentials, opener: opener, waitMilliseconds: leaseWait)
+            request, credentials: credentials, opener: opener, limits: limits ?? patientLimits)
         channel.outstanding.subtract(1, ordering: .relaxed)
         note(exchange, on: channel, request: request)
         return exchange
@@ -440,11 +499,15 @@ public final class ClusterClient: Sendable {
         case .login, .logout: break
         default: if exchange.wasSent { channel.requestsSent.add(1, ordering: .relaxed) }
         }
+        if let latency = exchange.latencyMilliseconds, request.isIdempotent, !Self.isBusy(exchange.result) {
+            let now = clock.now()
+            channel.latency.withLock { $0.record(milliseconds: latency, now: now) }
+        }
         switch exchange.result {
         case .failure(let error) where exchange.nodeFailed:
             channel.failures.add(1, ordering: .relaxed)
             let now = clock.now()
-            channel.health.withLock { $0.failed(error.description, now: now) }
+            channel.health.withLock { $0.failed(error, now: now) }
             // The idle connections go to a node that just failed: never reuse them.
             channel.dropIdleConnections()
             return
@@ -461,6 +524,13 @@ public final class ClusterClient: Sendable {
         }
         // The node answered: it is up.
         if channel.health.withLock({ $0.isDown }) { channel.health.withLock { $0.answered() } }
+    }
+
+    /// Throttled and not-yet-replicated answers come at once, whatever the node's load:
+    /// they say nothing about how long it takes to serve.
+    static func isBusy(_ result: Result<HSMResponse, HSMError>) -> Bool {
+        guard case .failure(let error) = result else { return false }
+        return error.code == .throttled || error.code == .keyNotReplicated
     }
 
     private func recordSessionKeys(_ request: HSMRequest, response: HSMResponse, nodeID: Int, slotID: Int?) {
@@ -509,20 +579,63 @@ public final class ClusterClient: Sendable {
         configuration.operationTimeoutMilliseconds + configuration.connectTimeoutMilliseconds
     }
 
-    private func makeConnection(_ node: NodeAddress, connectTimeoutMilliseconds: Int? = nil) throws -> NodeConnection {
-        try NodeConnection.open(
+    /// Opens a connection and checks that the node belongs to the configured cluster
+    /// before anything else is sent on it, credentials included. The check costs one
+    /// nodeInfo round trip per new connection; connections are long-lived.
+    ///
+    /// - Parameter openMilliseconds: the bound of the whole opening (connect, handshake,
+    ///   check); nil is the configuration's connect timeout for each step.
+    private func makeConnection(_ node: NodeAddress, openMilliseconds: Int? = nil) throws -> NodeConnection {
+        let started = monotonicNow()
+        let connection = try NodeConnection.open(
             node: node, tls: tls,
-            connectTimeoutMilliseconds: connectTimeoutMilliseconds ?? configuration.connectTimeoutMilliseconds,
+            connectTimeoutMilliseconds: openMilliseconds ?? configuration.connectTimeoutMilliseconds,
             operationTimeoutMilliseconds: configuration.operationTimeoutMilliseconds)
+        let checkTimeout =
+            openMilliseconds.map { max(1, $0 - Int(clamping: monotonicNow() &- started)) }
+            ?? configuration.connectTimeoutMilliseconds
+        do {
+            try checkCluster(connection, timeoutMilliseconds: checkTimeout)
+        } catch {
+            connection.close()
+            throw error
+        }
+        return connection
     }
 
-    /// A probe runs on the caller's thread, which in nginx serves every connection of its
-    /// worker: an unplugged node (no refusal, just silence) must not stall it for a whole
-    /// connect timeout each time the backoff lets a probe through.
-    private var probeConnectTimeout: Int { min(configuration.connectTimeoutMilliseconds, 500) }
+    /// Refuses a node whose nodeInfo names another cluster than the configuration's.
+    private func checkCluster(_ connection: NodeConnection, timeoutMilliseconds: Int) throws {
+        let node = connection.node
+        let response = try connection.send(.nodeInfo, timeoutMilliseconds: timeoutMilliseconds)
+        guard response.code.isSuccess, case .nodeInfo(let info) = response.body else {
+            let detail = response.detail.isEmpty ? response.code.description : response.detail
+            throw HSMError(
+                response.code.isSuccess ? .connectionLost : response.code,
+                "\(node) did not tell its cluster id before login: \(detail)")
+        }
+        guard info.clusterId == configuration.clusterID else {
+            throw HSMError(
+                .clusterMismatch,
+                "node \(node.id) (\(node)) belongs to cluster '\(Self.printable(info.clusterId))', but "
+                    + "\(configuration.source) is for cluster '\(Self.printable(configuration.clusterID))'")
+        }
+    }
+
+    /// A node's text made safe to print: control characters escaped, at most 64 characters.
+    static func printable(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars.prefix(64) {
+            if scalar.value < 0x20 || scalar.value == 0x7f {
+                out += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return text.unicodeScalars.count > 64 ? out + "..." : out
+    }
 
     /// Opens a connection to a node with this client's TLS context and timeouts.
     private var opener: NodeChannel.Opener {
-        { [self] node in try makeConnection(node) }
+        { [self] node, openMilliseconds in try makeConnection(node, openMilliseconds: openMilliseconds) }
     }
 }

@@ -38,6 +38,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var operationTimeoutMilliseconds: Int
     /// The bound of each node's connection pool (`max_connections_per_node`).
     public var maxConnectionsPerNode: Int
+    /// How long an idempotent request waits for one node before it moves to another.
+    public var failover: FailoverPolicy
     public var clientCertificatePath: String?
     public var clientKeyPath: String?
     /// The file the configuration came from, or a name for an inline one; errors name it.
@@ -48,7 +50,7 @@ public struct ClusterConfiguration: Equatable, Sendable {
         connectTimeoutMilliseconds: Int = defaultConnectTimeoutMilliseconds,
         operationTimeoutMilliseconds: Int = defaultOperationTimeoutMilliseconds,
         clientCertificatePath: String? = nil, clientKeyPath: String? = nil, source: String = "<inline>",
-        maxConnectionsPerNode: Int = defaultMaxConnectionsPerNode
+        maxConnectionsPerNode: Int = defaultMaxConnectionsPerNode, failover: FailoverPolicy = FailoverPolicy()
     ) {
         self.clusterID = clusterID
         self.trustAnchorPath = trustAnchorPath
@@ -56,6 +58,7 @@ public struct ClusterConfiguration: Equatable, Sendable {
         self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
         self.operationTimeoutMilliseconds = operationTimeoutMilliseconds
         self.maxConnectionsPerNode = maxConnectionsPerNode
+        self.failover = failover
         self.clientCertificatePath = clientCertificatePath
         self.clientKeyPath = clientKeyPath
         self.source = source
@@ -106,6 +109,9 @@ public struct ClusterConfiguration: Equatable, Sendable {
         var connectTimeout: Int?
         var operationTimeout: Int?
         var maxConnections: Int?
+        var failoverFloor: Int?
+        var failoverCeiling: Int?
+        var failoverMultiple: Int?
         var certificate: String?
         var key: String?
 
@@ -149,6 +155,16 @@ public struct ClusterConfiguration: Equatable, Sendable {
                     throw fail(lineNumber, "max_connections_per_node must be a number from 1 to 256, found `\(value)`")
                 }
                 try setOnce(&maxConnections, number, name, lineNumber)
+            case "failover_min_ms":
+                try setOnce(&failoverFloor, try Self.milliseconds(value, name, fail(lineNumber, "")), name, lineNumber)
+            case "failover_max_ms":
+                try setOnce(
+                    &failoverCeiling, try Self.milliseconds(value, name, fail(lineNumber, "")), name, lineNumber)
+            case "failover_p99_multiple":
+                guard let number = Int(value), (1...100).contains(number) else {
+                    throw fail(lineNumber, "failover_p99_multiple must be a number from 1 to 100, found `\(value)`")
+                }
+                try setOnce(&failoverMultiple, number, name, lineNumber)
             case "node":
                 let node = try Self.parseNode(value, fail(lineNumber, ""))
                 if nodes.contains(where: { $0.id == node.id }) {
@@ -167,12 +183,21 @@ public struct ClusterConfiguration: Equatable, Sendable {
         guard let trustAnchor else { throw missing("trust_anchor is missing") }
         guard !nodes.isEmpty else { throw missing("no `node = ID HOST:PORT` line") }
         if key != nil, certificate == nil { throw missing("client_key is set without client_certificate") }
+        let failover = FailoverPolicy(
+            floorMilliseconds: failoverFloor ?? FailoverPolicy.defaultFloorMilliseconds,
+            ceilingMilliseconds: failoverCeiling ?? FailoverPolicy.defaultCeilingMilliseconds,
+            p99Multiple: failoverMultiple ?? FailoverPolicy.defaultP99Multiple)
+        guard failover.floorMilliseconds <= failover.ceilingMilliseconds else {
+            throw missing(
+                "failover_min_ms (\(failover.floorMilliseconds)) is above failover_max_ms "
+                    + "(\(failover.ceilingMilliseconds))")
+        }
         self.init(
             clusterID: clusterID, trustAnchorPath: trustAnchor, nodes: nodes,
             connectTimeoutMilliseconds: connectTimeout ?? Self.defaultConnectTimeoutMilliseconds,
             operationTimeoutMilliseconds: operationTimeout ?? Self.defaultOperationTimeoutMilliseconds,
             clientCertificatePath: certificate, clientKeyPath: key, source: source,
-            maxConnectionsPerNode: maxConnections ?? Self.defaultMaxConnectionsPerNode)
+            maxConnectionsPerNode: maxConnections ?? Self.defaultMaxConnectionsPerNode, failover: failover)
     }
 
     /// `template` carries the source and line; only its reason is replaced.

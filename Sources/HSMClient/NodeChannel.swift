@@ -26,6 +26,8 @@ final class NodeChannel: @unchecked Sendable {
     let busyAnswers = Atomic<UInt64>(0)
     let probes = Atomic<UInt64>(0)
     let health = Mutex(NodeHealth())
+    /// What the node's recent answers took: the base of its failover deadline.
+    let latency = Mutex(LatencyWindow())
 
     /// One pooled connection. `busy` and `loggedInAs` change only under the monitor.
     final class Slot {
@@ -67,9 +69,12 @@ final class NodeChannel: @unchecked Sendable {
         var poolExhausted = false
         /// A pinned (session) connection no longer exists.
         var sessionGone = false
+        /// How long the node took to answer the request (not its login), for the node's
+        /// latency window; nil without an answer.
+        var latencyMilliseconds: UInt64? = nil
+        /// A reused connection turned out closed before the request was written on it.
+        var staleConnection = false
     }
-
-    typealias Opener = (NodeAddress) throws -> NodeConnection
 
     init(node: NodeAddress, maxConnections: Int) {
         self.node = node
@@ -78,17 +83,32 @@ final class NodeChannel: @unchecked Sendable {
 
     // MARK: Exchanges
 
+    /// How long one exchange may wait at each step. A routed idempotent request gets short
+    /// bounds (`FailoverPolicy`), so that a stalled node costs little before another node
+    /// is asked; everything else waits as long as the configuration says.
+    struct Limits {
+        /// For a free pooled connection.
+        var leaseWaitMilliseconds: Int
+        /// To open a new connection (connect, handshake, cluster check); nil: the
+        /// configuration's connect timeout.
+        var openMilliseconds: Int? = nil
+        /// For the answer to the request itself (never a login: its hash is slow on
+        /// purpose); nil: the configuration's operation timeout.
+        var requestMilliseconds: Int? = nil
+    }
+
+    /// Opens a connection to the node, within the bound given (nil: the configuration's).
+    typealias Opener = (NodeAddress, _ openMilliseconds: Int?) throws -> NodeConnection
+
     /// Sends `request` on a pooled connection (or on connection `pinned`, for session
     /// keys), opening one when none is idle and the bound allows, and logging in first
     /// when `credentials` are given and the connection is not logged in as them.
     func exchange(
-        _ request: HSMRequest, credentials: Credentials?, opener: Opener, pinned: Int? = nil, waitMilliseconds: Int
+        _ request: HSMRequest, credentials: Credentials?, opener: Opener, pinned: Int? = nil, limits: Limits
     ) -> Exchange {
-        let started = start(
-            request, credentials: credentials, opener: opener, pinned: pinned, waitMilliseconds: waitMilliseconds)
+        let started = start(request, credentials: credentials, opener: opener, pinned: pinned, limits: limits)
         return complete(
-            started, request: request, credentials: credentials, opener: opener, pinned: pinned,
-            waitMilliseconds: waitMilliseconds)
+            started, request: request, credentials: credentials, opener: opener, pinned: pinned, limits: limits)
     }
 
     /// Sends `request` to every channel at once: writes it on one connection per node
@@ -98,16 +118,18 @@ final class NodeChannel: @unchecked Sendable {
     /// Leases are taken in array order and single exchanges hold one lease only, so two
     /// broadcasts, or a broadcast and single requests, cannot deadlock.
     static func exchangeAll(
-        _ channels: [NodeChannel], _ request: HSMRequest, credentials: Credentials?, opener: Opener,
-        waitMilliseconds: Int
+        _ channels: [NodeChannel], _ request: HSMRequest, credentials: Credentials?, opener: Opener, limits: Limits
     ) -> [Exchange] {
         let started = channels.map {
-            $0.start(request, credentials: credentials, opener: opener, pinned: nil, waitMilliseconds: waitMilliseconds)
+            $0.start(request, credentials: credentials, opener: opener, pinned: nil, limits: limits)
         }
         return zip(channels, started).map { channel, started in
-            channel.complete(
-                started, request: request, credentials: credentials, opener: opener, pinned: nil,
-                waitMilliseconds: waitMilliseconds)
+            var exchange = channel.complete(
+                started, request: request, credentials: credentials, opener: opener, pinned: nil, limits: limits)
+            // Answers are read one node after the other: a later node's time includes the
+            // earlier ones', which says nothing about that node.
+            exchange.latencyMilliseconds = nil
+            return exchange
         }
     }
 
@@ -118,15 +140,23 @@ final class NodeChannel: @unchecked Sendable {
     }
 
     private func start(
-        _ request: HSMRequest, credentials: Credentials?, opener: Opener, pinned: Int?, waitMilliseconds: Int,
+        _ request: HSMRequest, credentials: Credentials?, opener: Opener, pinned: Int?, limits: Limits,
         mayRetry: Bool = true
     ) -> Started {
+        func again() -> Started {
+            dropIdleConnections()
+            return start(
+                request, credentials: credentials, opener: opener, pinned: pinned, limits: limits, mayRetry: false)
+        }
         var lease: Lease
-        switch self.lease(pinned: pinned, opener: opener, waitMilliseconds: waitMilliseconds) {
+        switch self.lease(pinned: pinned, opener: opener, limits: limits) {
         case .failed(let failure): return .finished(failure)
         case .leased(let leased): lease = leased
         }
         if let failure = prepare(&lease, request: request, credentials: credentials) {
+            // The login found a reused connection closed (idle too long, or not logged in
+            // within the node's deadline): nothing was asked yet, so a fresh one may.
+            if failure.staleConnection, mayRetry, pinned == nil { return again() }
             return .finished(failure)
         }
         let connection = lease.slot.connection
@@ -139,40 +169,44 @@ final class NodeChannel: @unchecked Sendable {
             } catch {
                 release(lease, keep: false)
                 guard mayRetry, pinned == nil else { return .finished(failedBeforeSending(error, lease)) }
-                dropIdleConnections()
-                return start(
-                    request, credentials: credentials, opener: opener, pinned: pinned,
-                    waitMilliseconds: waitMilliseconds, mayRetry: false)
+                return again()
             }
         }
         do {
-            return .pending(lease, try connection.begin(request))
+            return .pending(lease, try connection.begin(request, timeoutMilliseconds: limits.requestMilliseconds))
         } catch {
             release(lease, keep: false)
             // Nothing reached the node when a reused connection failed to write.
             if mayRetry, pinned == nil, !lease.isFresh, Self.mayRepeatOnFreshConnection(request) {
-                dropIdleConnections()
-                return start(
-                    request, credentials: credentials, opener: opener, pinned: pinned,
-                    waitMilliseconds: waitMilliseconds, mayRetry: false)
+                return again()
             }
-            let hsmError = error as? HSMError ?? HSMError(.connectionLost, "\(error)")
             return .finished(
-                Exchange(result: .failure(hsmError), wasSent: true, slotID: lease.slot.id, nodeFailed: true))
+                Exchange(
+                    result: .failure(Self.hsmError(error, otherwise: .connectionLost)), wasSent: true,
+                    slotID: lease.slot.id, nodeFailed: true))
         }
     }
 
     /// Reads the answer and records what it changed (who is logged in).
     private func complete(
         _ started: Started, request: HSMRequest, credentials: Credentials?, opener: Opener, pinned: Int?,
-        waitMilliseconds: Int, mayRetry: Bool = true
+        limits: Limits, mayRetry: Bool = true
     ) -> Exchange {
         guard case .pending(var lease, let pending) = started else {
             if case .finished(let exchange) = started { return exchange }
             fatalError("unreachable")
         }
+        func again() -> Exchange {
+            dropIdleConnections()
+            let started = start(
+                request, credentials: credentials, opener: opener, pinned: pinned, limits: limits, mayRetry: false)
+            return complete(
+                started, request: request, credentials: credentials, opener: opener, pinned: pinned, limits: limits,
+                mayRetry: false)
+        }
         do {
             let response = try lease.slot.connection.finish(pending)
+            let latency = monotonicNow() &- pending.sentAt
             if response.code.isSuccess {
                 switch request {
                 case .login(let role, let user, let password):
@@ -182,13 +216,23 @@ final class NodeChannel: @unchecked Sendable {
                 default: break
                 }
             }
-            release(lease, keep: true)
+            // A node at its connection limit answers a login throttled and closes (C2).
+            let nodeCloses = response.code == .throttled && Self.isSessionRequest(request)
+            release(lease, keep: !nodeCloses)
             let result: Result<HSMResponse, HSMError> =
                 response.code.isSuccess ? .success(response) : .failure(HSMError(response.code, response.detail))
-            return Exchange(result: result, wasSent: true, slotID: lease.slot.id)
+            return Exchange(result: result, wasSent: true, slotID: lease.slot.id, latencyMilliseconds: latency)
+        } catch let notice as NodeNotice {
+            release(lease, keep: false)
+            // The node closed the connection before it acted on the request.
+            if notice.error.code == .throttled {
+                return Exchange(result: .failure(notice.error), wasSent: false, slotID: lease.slot.id)
+            }
+            if mayRetry, pinned == nil, !lease.isFresh { return again() }
+            return Exchange(result: .failure(notice.error), wasSent: false, slotID: lease.slot.id, nodeFailed: true)
         } catch {
             release(lease, keep: false)
-            let hsmError = error as? HSMError ?? HSMError(.connectionLost, "\(error)")
+            let hsmError = Self.hsmError(error, otherwise: .connectionLost)
             // A stale idle connection (the node restarted or closed it) fails on first
             // use; some requests are worth one more try on a fresh connection. Its idle
             // siblings are probably stale too.
@@ -197,13 +241,22 @@ final class NodeChannel: @unchecked Sendable {
             else {
                 return Exchange(result: .failure(hsmError), wasSent: true, slotID: lease.slot.id, nodeFailed: true)
             }
-            dropIdleConnections()
-            let again = start(
-                request, credentials: credentials, opener: opener, pinned: pinned, waitMilliseconds: waitMilliseconds,
-                mayRetry: false)
-            return complete(
-                again, request: request, credentials: credentials, opener: opener, pinned: pinned,
-                waitMilliseconds: waitMilliseconds, mayRetry: false)
+            return again()
+        }
+    }
+
+    /// The `HSMError` a failure carries (a notice's, or the client's own), else one with
+    /// code `otherwise`.
+    static func hsmError(_ error: Error, otherwise code: HSMReturnCode) -> HSMError {
+        if let error = error as? HSMError { return error }
+        if let notice = error as? NodeNotice { return notice.error }
+        return HSMError(code, "\(error)")
+    }
+
+    static func isSessionRequest(_ request: HSMRequest) -> Bool {
+        switch request {
+        case .login, .logout: return true
+        default: return false
         }
     }
 
@@ -211,29 +264,20 @@ final class NodeChannel: @unchecked Sendable {
     /// and logout are included: a node that closed an idle connection (or closed it after
     /// a failed login) never saw the request, and a second attempt is what the user meant.
     static func mayRepeatOnFreshConnection(_ request: HSMRequest) -> Bool {
-        switch request {
-        case .login, .logout: return true
-        default: return request.isIdempotent
-        }
+        isSessionRequest(request) || request.isIdempotent
     }
 
     /// Requests that change state and cannot be repeated: checked on a reused connection
     /// before they are sent.
     static func needsLivenessCheck(_ request: HSMRequest) -> Bool {
-        switch request {
-        case .login, .logout: return false
-        default: return !request.isIdempotent
-        }
+        !isSessionRequest(request) && !request.isIdempotent
     }
 
     /// Logs in on the leased connection when it is not logged in as `credentials` (logging
     /// out a different user first). Returns the failed exchange, having released the
     /// lease, or nil when the connection is ready.
     private func prepare(_ lease: inout Lease, request: HSMRequest, credentials: Credentials?) -> Exchange? {
-        switch request {
-        case .login, .logout: return nil
-        default: break
-        }
+        guard !Self.isSessionRequest(request) else { return nil }
         guard let credentials, lease.loggedInAs != credentials else { return nil }
         let connection = lease.slot.connection
         do {
@@ -244,7 +288,9 @@ final class NodeChannel: @unchecked Sendable {
             let login = HSMRequest.login(role: credentials.role, user: credentials.user, password: credentials.password)
             let response = try connection.send(login)
             guard response.code.isSuccess else {
-                release(lease, keep: true)
+                // A throttled login (C2) is followed by the node closing the connection;
+                // it routes like any throttled answer: another node, this one not down.
+                release(lease, keep: response.code != .throttled)
                 let detail = response.detail.isEmpty ? "" : ": \(response.detail)"
                 return Exchange(
                     result: .failure(HSMError(response.code, "logging in as \(credentials) failed\(detail)")),
@@ -252,15 +298,21 @@ final class NodeChannel: @unchecked Sendable {
             }
             lease.loggedInAs = credentials
             return nil
+        } catch let notice as NodeNotice where notice.error.code == .throttled {
+            release(lease, keep: false)
+            return Exchange(result: .failure(notice.error), wasSent: false, slotID: lease.slot.id)
         } catch {
             release(lease, keep: false)
-            return failedBeforeSending(error, lease)
+            var failure = failedBeforeSending(error, lease)
+            let code = Self.hsmError(error, otherwise: .connectionLost).code
+            failure.staleConnection = !lease.isFresh && (code == .connectionLost || error is NodeNotice)
+            return failure
         }
     }
 
     private func failedBeforeSending(_ error: Error, _ lease: Lease) -> Exchange {
         Exchange(
-            result: .failure(error as? HSMError ?? HSMError(.connectionLost, "\(error)")), wasSent: false,
+            result: .failure(Self.hsmError(error, otherwise: .connectionLost)), wasSent: false,
             slotID: lease.slot.id, nodeFailed: true)
     }
 
@@ -269,7 +321,8 @@ final class NodeChannel: @unchecked Sendable {
     /// Lends an idle connection (the lowest-numbered one, so a single-threaded tool keeps
     /// using one connection per node and sees its session keys), else opens one when the
     /// bound allows, else waits up to `waitMilliseconds` for one to come back.
-    private func lease(pinned: Int?, opener: Opener, waitMilliseconds: Int) -> Leased {
+    private func lease(pinned: Int?, opener: Opener, limits: Limits) -> Leased {
+        let waitMilliseconds = limits.leaseWaitMilliseconds
         let deadline = monotonicNow() + UInt64(max(1, waitMilliseconds))
         monitor.lock()
         while true {
@@ -300,7 +353,7 @@ final class NodeChannel: @unchecked Sendable {
                 monitor.unlock()
                 // Connect and handshake without the lock: other callers keep using the
                 // connections that are open.
-                let opened = Result { try opener(node) }
+                let opened = Result { try opener(node, limits.openMilliseconds) }
                 monitor.lock()
                 opening -= 1
                 switch opened {
@@ -313,7 +366,15 @@ final class NodeChannel: @unchecked Sendable {
                 case .failure(let error):
                     monitor.broadcast()
                     monitor.unlock()
-                    let hsmError = error as? HSMError ?? HSMError(.nodeUnreachable, "\(node): \(error)")
+                    // A node at its connection limit says so after the handshake (C1): it
+                    // is busy, not broken.
+                    if let notice = error as? NodeNotice, notice.error.code == .throttled {
+                        return .failed(Exchange(result: .failure(notice.error), wasSent: false))
+                    }
+                    let hsmError =
+                        error is HSMError || error is NodeNotice
+                        ? Self.hsmError(error, otherwise: .nodeUnreachable)
+                        : HSMError(.nodeUnreachable, "\(node): \(error)")
                     return .failed(Exchange(result: .failure(hsmError), wasSent: false, nodeFailed: true))
                 }
             }

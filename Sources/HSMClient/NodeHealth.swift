@@ -3,6 +3,7 @@
 // and doubles with every failed probe up to 5 s. Nothing runs in the background: the first
 // caller that finds the backoff elapsed claims the probe and makes it.
 
+import CloudHSMCore
 import Glibc
 
 /// The time source for backoffs and the pause between retry rounds; tests inject a manual
@@ -62,12 +63,22 @@ struct NodeHealth: Sendable {
     /// A request to an up node failed in transport: out for the initial backoff. Failures
     /// of requests that were in flight when the node went down do not lengthen the backoff;
     /// only failed probes do.
+    mutating func failed(_ error: HSMError, now: UInt64) {
+        failed(error.description, now: now)
+        lastError = HSMErrorText(error)
+    }
+
     mutating func failed(_ reason: String, now: UInt64) {
         lastError = HSMErrorText(reason)
         guard !isDown else { return }
         isDown = true
         backoff = Self.initialBackoffMilliseconds
         retryAt = now + backoff
+    }
+
+    mutating func probeFailed(_ error: HSMError, now: UInt64) {
+        probeFailed(error.description, now: now)
+        lastError = HSMErrorText(error)
     }
 
     mutating func probeFailed(_ reason: String, now: UInt64) {
@@ -95,8 +106,21 @@ struct NodeHealth: Sendable {
     }
 }
 
-/// A failure's text, kept small and Sendable.
+/// A failure's text and, when it was an `HSMError`, its code and detail.
 struct HSMErrorText: Sendable, Equatable {
     let text: String
-    init(_ text: String) { self.text = text }
+    let code: HSMReturnCode?
+    let detail: String?
+
+    init(_ text: String) {
+        self.text = text
+        code = nil
+        detail = nil
+    }
+
+    init(_ error: HSMError) {
+        text = error.description
+        code = error.code
+        detail = error.detail
+    }
 }

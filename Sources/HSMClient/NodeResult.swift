@@ -31,10 +31,14 @@ public struct NodeResult: Sendable {
     }
 
     /// `Node id 0 and err state 0x00000000 : HSM Return: SUCCESS`; client-side failures
-    /// add their detail (`... : HSM Error: HSM node unreachable (...) - connect to ...`).
+    /// add their detail (`... : HSM Error: HSM node unreachable (...) - connect to ...`), and
+    /// so does a busy node, whose reason ("node busy: connection limit ...") says which
+    /// limit it hit.
     public var statusLine: String {
         var line = "Node id \(node.id) and err state \(code.paddedHex) : \(code.statusText)"
-        if let error, error.code.isClientSide, !error.detail.isEmpty { line += " - \(error.detail)" }
+        if let error, error.code.isClientSide || error.code == .throttled, !error.detail.isEmpty {
+            line += " - \(error.detail)"
+        }
         return line
     }
 }

@@ -1,7 +1,7 @@
 // cloudhsm_check: loads the provider the way applications do (through OPENSSL_CONF),
 // loads a fake PEM key, signs a test message on the HSMs and verifies the signature
 // with the default provider alone. OpenSSL 3.0 hides provider load failures, so this
-// says plainly which step fails and why.
+// says plainly which step fails and why, with advice for that failure only.
 
 import COpenSSL
 import Foundation
@@ -10,8 +10,21 @@ import Foundation
     import Glibc
 #endif
 
-func openSSLErrors() -> String {
-    var lines: [String] = []
+/// One entry of OpenSSL's error queue: its packed code and its printed line.
+struct QueuedError {
+    let code: UInt
+    let text: String
+
+    /// The provider's reason number (ProviderReason in CloudHSMProvider), when the
+    /// cloudhsm provider raised it.
+    var cloudHSMReason: Int32? {
+        guard let library = ERR_lib_error_string(code), String(cString: library) == "cloudhsm" else { return nil }
+        return ERR_GET_REASON(code)
+    }
+}
+
+func drainErrors() -> [QueuedError] {
+    var errors: [QueuedError] = []
     while true {
         var file: UnsafePointer<CChar>?
         var line: Int32 = 0
@@ -23,16 +36,109 @@ func openSSLErrors() -> String {
         ERR_error_string_n(code, &buffer, buffer.count)
         var text = String(cString: buffer)
         if let data, flags & ERR_TXT_STRING != 0, data.pointee != 0 { text += ": " + String(cString: data) }
-        lines.append("    " + text)
+        errors.append(QueuedError(code: code, text: text))
     }
-    return lines.isEmpty ? "    (OpenSSL gave no reason)" : lines.joined(separator: "\n")
+    return errors
+}
+
+func format(_ errors: [QueuedError]) -> String {
+    errors.isEmpty ? "    (OpenSSL gave no reason)" : errors.map { "    " + $0.text }.joined(separator: "\n")
 }
 
 func fail(_ step: String, _ advice: String) -> Never {
+    fail(step, errors: drainErrors(), advice: advice.isEmpty ? [] : [advice])
+}
+
+func fail(_ step: String, errors: [QueuedError], advice: [String]) -> Never {
     print("FAIL  \(step)")
-    print(openSSLErrors())
-    if !advice.isEmpty { print("      \(advice)") }
+    print(format(errors))
+    for line in advice { print("      \(line)") }
     exit(1)
+}
+
+func warn(_ text: String) { print("WARN  \(text)") }
+
+/// What to do about a failed signature, from the provider's reason: only the advice that
+/// fits (a key that does not match needs no password check).
+func signingAdvice(_ errors: [QueuedError], configuration: String) -> [String] {
+    let reasons = Set(errors.compactMap(\.cloudHSMReason))
+    let text = errors.map(\.text).joined(separator: "\n")
+    var advice: [String] = []
+    // The numbers are CloudHSMProvider's ProviderReason cases.
+    if reasons.contains(1) {
+        advice.append("set n3fips_password (or CLOUDHSM_PIN) to user:password of a crypto user (CU)")
+    }
+    if reasons.contains(2) {
+        if text.contains("0x23") {
+            advice.append(
+                "the user is locked after too many failed logins: a crypto officer must set a new password "
+                    + "(cloudhsm_mgmt_util: changePswd CU <user> <password>)")
+        } else {
+            advice.append(
+                "check the credentials: n3fips_password (or CLOUDHSM_PIN) must be user:password of a crypto user "
+                    + "of this cluster")
+        }
+    }
+    if reasons.contains(3) {
+        advice.append(
+            "the key file names a key handle this user does not have on the cluster (deleted, owned by another "
+                + "crypto user, or the cluster was made anew): generate or export the key again")
+    }
+    if reasons.contains(4) {
+        advice.append(
+            "the key file was made on another cluster: use that cluster's configuration (CLOUDHSM_CONFIG or "
+                + "cluster_config), or make the key on this cluster")
+    }
+    if reasons.contains(5) {
+        advice.append(
+            "the key file does not match the key the HSMs hold under its handle: export it again "
+                + "(key_mgmt_util getCaviumPrivKey)")
+    }
+    if text.contains("0xe5 :") {
+        advice.append(
+            "the nodes belong to another cluster than the cluster_id of \(configuration): check its node lines "
+                + "and cluster_id")
+    } else if reasons.contains(6) {
+        if text.contains("not trusted") {
+            advice.append(
+                "the nodes' certificates are not signed by the trust_anchor of \(configuration): use that "
+                    + "cluster's customerCA.crt")
+        } else {
+            advice.append(
+                "check that the cluster is running and reachable at the node lines of \(configuration) "
+                    + "(make status, or scripts/cluster.sh status)")
+        }
+    }
+    if reasons.contains(10) {
+        advice.append("fix the cluster configuration named above (CLOUDHSM_CONFIG or cluster_config)")
+    }
+    return advice
+}
+
+/// String parameters of a loaded provider (empty for those it does not answer).
+func providerStrings(_ name: String, _ keys: [String]) -> [String: String] {
+    guard let provider = OSSL_PROVIDER_load(nil, name) else {
+        ERR_clear_error()
+        return [:]
+    }
+    defer { OSSL_PROVIDER_unload(provider) }
+    let size = 4096
+    let names = keys.map { strdup($0)! }
+    let buffers = keys.map { _ in UnsafeMutablePointer<CChar>.allocate(capacity: size) }
+    defer {
+        for name in names { free(name) }
+        for buffer in buffers { buffer.deallocate() }
+    }
+    for buffer in buffers { buffer.initialize(repeating: 0, count: size) }
+    var params = zip(names, buffers).map { OSSL_PARAM_construct_utf8_string($0, $1, size) }
+    params.append(OSSL_PARAM_construct_end())
+    guard OSSL_PROVIDER_get_params(provider, &params) == 1 else {
+        ERR_clear_error()
+        return [:]
+    }
+    var values: [String: String] = [:]
+    for (key, buffer) in zip(keys, buffers) { values[key] = String(cString: buffer) }
+    return values
 }
 
 func ok(_ text: String) { print("ok    \(text)") }
@@ -95,6 +201,29 @@ guard OSSL_PROVIDER_available(nil, "default") == 1 else {
     fail("the default provider is not loaded", "activate it next to cloudhsm in the config (see provider.cnf)")
 }
 
+// The cluster configuration the provider chose (CLOUDHSM_CONFIG wins over cluster_config).
+let chosen = providerStrings(
+    "cloudhsm", ["cloudhsm-cluster-config", "cloudhsm-cluster-config-source", "cloudhsm-cluster-config-overridden"])
+let clusterConfiguration =
+    chosen["cloudhsm-cluster-config"].flatMap { $0.isEmpty ? nil : $0 } ?? "the cluster configuration"
+if let path = chosen["cloudhsm-cluster-config"], !path.isEmpty {
+    let source = chosen["cloudhsm-cluster-config-source"] ?? "?"
+    if let overridden = chosen["cloudhsm-cluster-config-overridden"], !overridden.isEmpty {
+        warn(
+            "CLOUDHSM_CONFIG (\(path)) and cluster_config in the OpenSSL configuration (\(overridden)) differ: "
+                + "the provider uses CLOUDHSM_CONFIG's \(path)")
+    }
+    guard access(path, R_OK) == 0 else {
+        let why = String(cString: strerror(errno))
+        print("FAIL  cluster configuration \(path) (\(source)): cannot read the file: \(why)")
+        print(
+            "      set CLOUDHSM_CONFIG (or cluster_config in \(configuration ?? "the OpenSSL configuration")) to the cluster's cluster.cfg"
+        )
+        exit(1)
+    }
+    ok("cluster configuration: \(path) (\(source))")
+}
+
 guard let file = BIO_new_file(keyPath, "r") else { fail("opening \(keyPath)", "") }
 let key = PEM_read_bio_PrivateKey(file, nil, nil, nil)
 BIO_free(file)
@@ -115,7 +244,10 @@ var signatureLength = signature.count
 guard EVP_DigestSignInit_ex(signing, nil, "SHA256", nil, nil, key, nil) == 1,
     EVP_DigestSign(signing, &signature, &signatureLength, message, message.count) == 1
 else {
-    fail("signing on the HSM cluster", "check the credentials (n3fips_password) and that the cluster is reachable")
+    let errors = drainErrors()
+    fail(
+        "signing on the HSM cluster", errors: errors, advice: signingAdvice(errors, configuration: clusterConfiguration)
+    )
 }
 EVP_MD_CTX_free(signing)
 ok("signed a test message on the HSM cluster (RSA PKCS#1 v1.5, SHA-256)")

@@ -1,7 +1,7 @@
 // pkpspeed: a load generator in the spirit of AWS CloudHSM's pkpspeed. N threads sign (or
 // decrypt) with one HSM key through ONE shared ClusterClient for T seconds, then print
-// operations per second, latency percentiles, errors and the share each node served (from
-// the nodes' own counters, read before and after). This tool is never loaded into a host
+// operations per second, latency percentiles and the slowest operation, errors and the share
+// each node served (from the nodes' own counters, read before and after). This tool is never loaded into a host
 // process, so Foundation threads are fine here (unlike in HSMClient itself).
 
 import CloudHSMCore
@@ -209,6 +209,8 @@ let clientBefore = client.statistics()
 // The run: every thread loops until the deadline, timing each operation.
 final class ThreadResult: @unchecked Sendable {
     var latencies: [Double] = []
+    /// The slowest operation, failed ones included: what one caller waited at worst.
+    var slowest = 0.0
     var errors = 0
     var firstError: String?
 }
@@ -227,6 +229,7 @@ for result in results {
             let began = DispatchTime.now().uptimeNanoseconds
             let outcome = client.perform(request, key: handle)
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - began) / 1_000_000
+            result.slowest = max(result.slowest, elapsed)
             if case .failure(let error) = outcome.result {
                 result.errors += 1
                 if result.firstError == nil { result.firstError = error.description }
@@ -247,6 +250,7 @@ let clientAfter = client.statistics()
 let latencies = results.flatMap(\.latencies).sorted()
 let errors = results.map(\.errors).reduce(0, +)
 let firstError = results.compactMap(\.firstError).first
+let slowest = results.map(\.slowest).max() ?? 0
 let operations = latencies.count
 let perSecond = Double(operations) / wall
 
@@ -283,7 +287,7 @@ if options.json {
         "operation": options.operation, "key_handle": handle, "key_generated": generated, "threads": options.threads,
         "seconds": rounded(wall), "operations": operations, "errors": errors,
         "ops_per_second": rounded(perSecond, 10), "latency_ms_p50": rounded(percentile(latencies, 0.5)),
-        "latency_ms_p99": rounded(percentile(latencies, 0.99)),
+        "latency_ms_p99": rounded(percentile(latencies, 0.99)), "latency_ms_max": rounded(slowest),
         "nodes": shares.map { node -> [String: Any] in
             [
                 "id": node.id, "address": node.address, "served": node.served.map { Int($0) } ?? NSNull(),
@@ -302,7 +306,9 @@ if options.json {
     print("operations: \(operations)")
     print("errors: \(errors)\(firstError.map { " (first: \($0))" } ?? "")")
     print("ops_per_second: \(rounded(perSecond, 10))")
-    print("latency_ms: p50 \(rounded(percentile(latencies, 0.5))) p99 \(rounded(percentile(latencies, 0.99)))")
+    print(
+        "latency_ms: p50 \(rounded(percentile(latencies, 0.5))) p99 \(rounded(percentile(latencies, 0.99))) "
+            + "max \(rounded(slowest))")
     for node in shares {
         let served = node.served.map(String.init) ?? "unknown"
         print(

@@ -102,7 +102,9 @@ final class ClusterClientTests: XCTestCase {
     }
 
     func testHomeNodeSkipsADeadFirstNode() throws {
-        var lines = ["cluster_id = c", "trust_anchor = \(try Self.pki.get().caPath)", "node = 3 127.0.0.1:1"]
+        var lines = [
+            "cluster_id = test-cluster", "trust_anchor = \(try Self.pki.get().caPath)", "node = 3 127.0.0.1:1",
+        ]
         lines.append("node = 1 127.0.0.1:\(nodes[1].port)")
         let client = try ClusterClient(
             configuration: try ClusterConfiguration(text: lines.joined(separator: "\n"), baseDirectory: "."),

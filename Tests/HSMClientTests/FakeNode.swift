@@ -85,6 +85,22 @@ final class FakeNode: @unchecked Sendable {
     var dropOn: Set<CloudHSMCore.Operation> = []
     /// A pause before each sign is answered (without the lock): a slow node.
     var signDelayMicroseconds: UInt32 = 0
+    /// A pause before a request of these operations is answered (without the lock).
+    var delays: [CloudHSMCore.Operation: UInt32] = [:]
+    /// A frozen node (as after SIGSTOP): connections are accepted by the kernel but no
+    /// handshake completes and no request is answered until it thaws.
+    var frozen = false
+    /// Closes every accepted connection before the TLS handshake, sending nothing.
+    var closesBeforeHandshake = false
+    /// Sent as a notice (request id 0) right after the handshake, then the connection closes.
+    var noticeAfterHandshake: HSMError?
+    /// Answers a request of these operations with a notice instead, then closes.
+    var noticeOn: [CloudHSMCore.Operation: HSMError] = [:]
+    /// The next request on a connection open now gets this notice instead of an answer,
+    /// then the connection closes (a node that ended idle connections with a reason).
+    private var noticeForOpen: [ObjectIdentifier: HSMError] = [:]
+    /// Logins answered throttled with this detail, then the connection closes (C2).
+    var throttledLogins: String?
     /// Signs running right now, and the most at once: proves parallel connections.
     private(set) var signsInProgress = 0
     private(set) var maxSignsInProgress = 0
@@ -110,8 +126,26 @@ final class FakeNode: @unchecked Sendable {
     }
 
     func stop() {
+        lock.withLock { frozen = false }
         listener.close()
         dropConnections()
+    }
+
+    /// The connections open now answer their next request with `notice`, then close.
+    func noticeOpenConnections(_ notice: HSMError) {
+        lock.withLock { for connection in open { noticeForOpen[ObjectIdentifier(connection)] = notice } }
+    }
+
+    private func waitWhileFrozen() {
+        while lock.withLock({ frozen }) { usleep(2_000) }
+    }
+
+    private func writeNotice(_ notice: HSMError, on connection: TLSConnection) {
+        try? connection.writeFrame(
+            Frame(
+                operation: Frame.responseBit, requestID: 0,
+                payload: HSMResponse.failure(notice).encodedPayload()))
+        connection.close()
     }
 
     /// Closes every open connection, as a restarting node would. Each closes when its
@@ -136,11 +170,20 @@ final class FakeNode: @unchecked Sendable {
     private func acceptLoop() {
         while let socket = try? listener.accept() {
             let thread = Thread { [self] in
+                waitWhileFrozen()
+                if lock.withLock({ closesBeforeHandshake }) {
+                    socket.close()
+                    return
+                }
                 guard let connection = try? TLSConnection.accept(socket, context: tls, timeoutMilliseconds: 10000)
                 else { return }
                 lock.withLock {
                     connectionCount += 1
                     open.append(connection)
+                }
+                if let notice = lock.withLock({ noticeAfterHandshake }) {
+                    writeNotice(notice, on: connection)
+                    return
                 }
                 serve(connection)
             }
@@ -155,8 +198,13 @@ final class FakeNode: @unchecked Sendable {
             lock.withLock { for handle in sessionKeys { keys[handle] = nil } }
         }
         while let frame = try? connection.readFrame() {
+            waitWhileFrozen()
             if lock.withLock({ doomed.remove(ObjectIdentifier(connection)) != nil }) {
                 connection.close()
+                return
+            }
+            if let notice = lock.withLock({ noticeForOpen.removeValue(forKey: ObjectIdentifier(connection)) }) {
+                writeNotice(notice, on: connection)
                 return
             }
             let response: HSMResponse
@@ -177,6 +225,19 @@ final class FakeNode: @unchecked Sendable {
                     connection.close()
                     return
                 }
+                if let notice = lock.withLock({ noticeOn[request.operation] }) {
+                    writeNotice(notice, on: connection)
+                    return
+                }
+                if case .login = request, let busy = lock.withLock({ throttledLogins }) {
+                    try? connection.writeFrame(
+                        Frame(
+                            operation: frame.operation | Frame.responseBit, requestID: frame.requestID,
+                            payload: HSMResponse.failure(HSMError(.throttled, busy)).encodedPayload()))
+                    connection.close()
+                    return
+                }
+                if let pause = lock.withLock({ delays[request.operation] }) { usleep(pause) }
                 if throttle.contains(request.operation) {
                     response = .failure(HSMError(.throttled, "fake node \(nodeID) is throttled"))
                 } else if notYet.contains(request.operation) {
