@@ -536,6 +536,9 @@ public final class NodeStore: @unchecked Sendable {
     /// As `apply(userRecord:)`, and when two live users end up with one name (two nodes
     /// created it at once, or on both sides of a partition), keeps the lower id and
     /// deletes the others. Every node applies the same rule, so all keep the same id.
+    /// Failed logins counted here against a deleted one now count against the one kept
+    /// (as this node's failures, with the same tags), so guesses made on a node that had
+    /// not yet heard of the lower id still count.
     public func applyResolving(userRecord record: UserRecord) throws -> UserApplication {
         try locked {
             try database.transaction {
@@ -554,6 +557,11 @@ public final class NodeStore: @unchecked Sendable {
                 for loser in live.dropFirst() {
                     superseded.append(loser.tombstone)
                     try writeUser(loser.tombstone)
+                    let tags = try database.query(
+                        "SELECT DISTINCT tag FROM login_failures WHERE user_id = ?", [.integer(Int64(loser.id))])
+                    for tag in tags.compactMap({ $0.first?.integer }) {
+                        try recordFailureInTransaction(userID: live[0].id, tag: UInt64(bitPattern: tag))
+                    }
                 }
                 return UserApplication(isWritten: true, superseded: superseded)
             }
@@ -600,28 +608,30 @@ public final class NodeStore: @unchecked Sendable {
     /// - Returns: true when it was counted.
     @discardableResult
     public func recordFailedLogin(userID: UserID, tag: UInt64) throws -> Bool {
+        try locked {
+            try database.transaction { try recordFailureInTransaction(userID: userID, tag: tag) }
+        }
+    }
+
+    private func recordFailureInTransaction(userID: UserID, tag: UInt64) throws -> Bool {
         let user = SQLiteValue.integer(Int64(userID))
         let node = SQLiteValue.integer(Int64(metadata.nodeID))
-        return try locked {
-            try database.transaction {
-                let seen = try database.query(
-                    "SELECT 1 FROM login_failures WHERE user_id = ? AND tag = ? LIMIT 1",
-                    [user, .integer(Int64(bitPattern: tag))])
-                guard seen.isEmpty else { return false }
-                try database.query(
-                    "INSERT INTO login_marks VALUES (?, ?, 1, 0) "
-                        + "ON CONFLICT (user_id, node_id) DO UPDATE SET counted = counted + 1", [user, node])
-                guard
-                    let counted = try database.query(
-                        "SELECT counted FROM login_marks WHERE user_id = ? AND node_id = ?", [user, node]
-                    ).first?.first?.integer
-                else { throw StoreError("the failed-login count is missing") }
-                try database.query(
-                    "INSERT INTO login_failures VALUES (?, ?, ?, ?)",
-                    [user, node, .integer(counted), .integer(Int64(bitPattern: tag))])
-                return true
-            }
-        }
+        let seen = try database.query(
+            "SELECT 1 FROM login_failures WHERE user_id = ? AND tag = ? LIMIT 1",
+            [user, .integer(Int64(bitPattern: tag))])
+        guard seen.isEmpty else { return false }
+        try database.query(
+            "INSERT INTO login_marks VALUES (?, ?, 1, 0) "
+                + "ON CONFLICT (user_id, node_id) DO UPDATE SET counted = counted + 1", [user, node])
+        guard
+            let counted = try database.query(
+                "SELECT counted FROM login_marks WHERE user_id = ? AND node_id = ?", [user, node]
+            ).first?.first?.integer
+        else { throw StoreError("the failed-login count is missing") }
+        try database.query(
+            "INSERT INTO login_failures VALUES (?, ?, ?, ?)",
+            [user, node, .integer(counted), .integer(Int64(bitPattern: tag))])
+        return true
     }
 
     /// Forgives every failure of the user this node knows of (a successful login, a new

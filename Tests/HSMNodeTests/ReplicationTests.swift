@@ -474,6 +474,35 @@ final class ReplicationTests: XCTestCase {
         XCTAssertEqual(try b.state.store.merge(loginFailures: try a.state.inventory().loginFailures), 0, "merged once")
     }
 
+    func testFailuresAgainstALosingIDCountAgainstTheIDKept() throws {
+        // b missed a's createUser push and made its own lem; guesses on b count against it.
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officerA = a.officerSession()
+        var officerB = b.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "lem", password: "right"), &officerA)
+        _ = b.handler.ok(.createUser(role: .cryptoUser, name: "lem", password: "right"), &officerB)
+        let kept = try XCTUnwrap(a.handler.userID("lem", &officerA))
+        for attempt in 0..<3 {
+            var session = b.handler.openSession()
+            XCTAssertEqual(
+                b.handler.code(.login(role: .cryptoUser, user: "lem", password: "w\(attempt)"), &session), .loginFailed)
+        }
+        // a's lem (the lower id) arrives: b keeps it, and the three failures with it.
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [kept]))
+        XCTAssertEqual(b.handler.userID("lem", &officerB), kept)
+        XCTAssertEqual(try b.state.store.failedLoginCount(userID: kept), 3)
+        // They reach a with b's next inventory; two more guesses on a lock lem there.
+        try a.state.store.merge(loginFailures: try b.state.inventory().loginFailures)
+        for attempt in 3..<5 {
+            var session = a.handler.openSession()
+            XCTAssertEqual(
+                a.handler.code(.login(role: .cryptoUser, user: "lem", password: "w\(attempt)"), &session), .loginFailed)
+        }
+        var session = a.handler.openSession()
+        XCTAssertEqual(a.handler.code(.login(role: .cryptoUser, user: "lem", password: "right"), &session), .userLocked)
+    }
+
     func testLoginFailureLogsMergeByMaximumAndForgiveness() throws {
         let store = try TestNode(nodeID: 1).state.store
         let user: UserID = 0x51
