@@ -155,8 +155,8 @@ extension NodeState {
         if keys > 0 {
             throw HSMError(
                 .userOwnsKeys,
-                "user \(user.name) owns \(keys) key\(keys == 1 ? "" : "s"); delete them first "
-                    + "(key_mgmt_util deleteKey, logged in as \(user.name)), then delete the user")
+                "user \(user.name) owns \(keys) key\(keys == 1 ? "" : "s"); delete them first, logged in as "
+                    + "\(user.name) with key_mgmt_util deleteKey")
         }
         let busy = activities.filter { $0.value.sessions > 0 }.keys.sorted()
         if !busy.isEmpty {

@@ -178,7 +178,7 @@ final class RequestHandlerTests: XCTestCase {
         XCTAssertEqual(owns.code, .userOwnsKeys)
         XCTAssertEqual(
             owns.detail,
-            "user bob owns 3 keys; delete them first (key_mgmt_util deleteKey, logged in as bob), then delete the user")
+            "user bob owns 3 keys; delete them first, logged in as bob with key_mgmt_util deleteKey")
         for handle in [pair.publicKey, pair.privateKey, secret] {
             XCTAssertEqual(handler.code(.deleteKey(handle), &bob), .success)
         }
