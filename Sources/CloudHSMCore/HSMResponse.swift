@@ -115,7 +115,7 @@ public struct HSMResponse: Equatable, Sendable {
                 KeyAttributes(
                     handle: try r.readUInt64("handle"), keyClass: try r.readEnum(KeyClass.self, "key class"),
                     keyType: try r.readEnum(KeyType.self, "key type"), label: try r.readString("label"),
-                    owner: try r.readString("owner"), isToken: try r.readBool("token flag"),
+                    owner: try r.readUInt32("owner"), isToken: try r.readBool("token flag"),
                     isExtractable: try r.readBool("extractable flag"), sizeInBits: try r.readUInt32("key size"),
                     publicKeyInfo: try r.readBytes("public key", maximum: 8192)))
         case .nodeInfo:

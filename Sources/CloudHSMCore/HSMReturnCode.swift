@@ -17,6 +17,8 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
     public static let permissionDenied = HSMReturnCode(rawValue: 0x24)
     public static let userExists = HSMReturnCode(rawValue: 0x25)
     public static let userNotFound = HSMReturnCode(rawValue: 0x26)
+    public static let userOwnsKeys = HSMReturnCode(rawValue: 0x27)
+    public static let userLoggedIn = HSMReturnCode(rawValue: 0x28)
     public static let invalidHandle = HSMReturnCode(rawValue: 0xa8)
     public static let invalidKeyType = HSMReturnCode(rawValue: 0xa9)
     public static let keyNotExtractable = HSMReturnCode(rawValue: 0xaa)
@@ -53,6 +55,8 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
         case .permissionDenied: return "Operation not permitted for this user role"
         case .userExists: return "User already exists"
         case .userNotFound: return "User not found"
+        case .userOwnsKeys: return "User owns keys and cannot be deleted"
+        case .userLoggedIn: return "User is logged in and cannot be deleted"
         case .invalidHandle: return "Invalid key handle"
         case .invalidKeyType: return "Key class or type does not allow this operation"
         case .keyNotExtractable: return "Key is not extractable"

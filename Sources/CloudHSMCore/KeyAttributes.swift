@@ -3,6 +3,10 @@
 
 public typealias KeyHandle = UInt64
 
+/// A user's cluster-wide id. Given once and never reused, so a key owned by a deleted
+/// user never becomes another user's key, even one who takes the same name.
+public typealias UserID = UInt32
+
 /// OBJ_ATTR_CLASS values.
 public enum KeyClass: UInt32, Sendable, CaseIterable {
     case publicKey = 2
@@ -102,7 +106,8 @@ public struct KeyAttributes: Equatable, Sendable {
     public var keyClass: KeyClass
     public var keyType: KeyType
     public var label: String
-    public var owner: String
+    /// The id of the crypto user that owns the key.
+    public var owner: UserID
     public var isToken: Bool
     public var isExtractable: Bool
     /// Bits of the RSA modulus, or 8 × the secret key's length.
@@ -111,7 +116,7 @@ public struct KeyAttributes: Equatable, Sendable {
     public var publicKeyInfo: [UInt8]
 
     public init(
-        handle: KeyHandle, keyClass: KeyClass, keyType: KeyType, label: String, owner: String,
+        handle: KeyHandle, keyClass: KeyClass, keyType: KeyType, label: String, owner: UserID,
         isToken: Bool, isExtractable: Bool, sizeInBits: UInt32, publicKeyInfo: [UInt8]
     ) {
         self.handle = handle
@@ -143,13 +148,14 @@ public struct KeyFilter: Equatable, Sendable {
 }
 
 public struct UserInfo: Equatable, Sendable {
-    public var id: UInt32
+    public var id: UserID
     public var role: UserRole
     public var name: String
     public var isLocked: Bool
+    /// Failed logins counted on every node of the cluster, not yet forgiven.
     public var failedLogins: UInt32
 
-    public init(id: UInt32, role: UserRole, name: String, isLocked: Bool, failedLogins: UInt32) {
+    public init(id: UserID, role: UserRole, name: String, isLocked: Bool, failedLogins: UInt32) {
         self.id = id
         self.role = role
         self.name = name

@@ -5,12 +5,16 @@
 // never see peer operations.
 
 public enum PeerOperation: UInt8, Sendable, CaseIterable {
-    /// Every key's and user's version, and the sender's handle counter.
+    /// Every key's and user's version, the failed-login logs, and the sender's handle
+    /// counter.
     case listVersions = 0x40
     /// The full records of some keys and users.
     case fetchRecords = 0x41
-    /// Records to store if newer than what the receiver holds.
+    /// Records (and failed-login logs) to store if newer than what the receiver holds.
     case pushRecords = 0x42
+    /// How many sessions a user has open on the receiver and how many keys it owns there:
+    /// asked before a user is deleted.
+    case userActivity = 0x43
 }
 
 /// A token key as it crosses between nodes: its material in the clear, which is why the
@@ -20,7 +24,7 @@ public struct PeerKeyRecord: Equatable, Sendable {
     public var keyClass: KeyClass
     public var keyType: KeyType
     public var label: String
-    public var owner: String
+    public var owner: UserID
     public var isExtractable: Bool
     public var sizeInBits: UInt32
     public var publicKeyInfo: [UInt8]
@@ -30,7 +34,7 @@ public struct PeerKeyRecord: Equatable, Sendable {
     public var isDeleted: Bool
 
     public init(
-        handle: KeyHandle, keyClass: KeyClass, keyType: KeyType, label: String, owner: String, isExtractable: Bool,
+        handle: KeyHandle, keyClass: KeyClass, keyType: KeyType, label: String, owner: UserID, isExtractable: Bool,
         sizeInBits: UInt32, publicKeyInfo: [UInt8], material: [UInt8], version: UInt64, isDeleted: Bool
     ) {
         self.handle = handle
@@ -47,10 +51,10 @@ public struct PeerKeyRecord: Equatable, Sendable {
     }
 }
 
-/// A user as it crosses between nodes: the salted hash, never a password. The failed
-/// login count stays on each node.
+/// A user as it crosses between nodes: the salted hash, never a password. Identified by
+/// its id; the name is unique among live users only.
 public struct PeerUserRecord: Equatable, Sendable {
-    public var id: UInt32
+    public var id: UserID
     public var name: String
     public var role: UserRole
     public var salt: [UInt8]
@@ -60,7 +64,7 @@ public struct PeerUserRecord: Equatable, Sendable {
     public var isDeleted: Bool
 
     public init(
-        id: UInt32, name: String, role: UserRole, salt: [UInt8], passwordHash: [UInt8], iterations: UInt32,
+        id: UserID, name: String, role: UserRole, salt: [UInt8], passwordHash: [UInt8], iterations: UInt32,
         version: UInt64, isDeleted: Bool
     ) {
         self.id = id
@@ -71,6 +75,90 @@ public struct PeerUserRecord: Equatable, Sendable {
         self.iterations = iterations
         self.version = version
         self.isDeleted = isDeleted
+    }
+}
+
+/// One failed login as the node that counted it recorded it.
+public struct LoginFailure: Hashable, Sendable {
+    /// The node that counted it.
+    public var node: UInt8
+    /// That node's running number for this user's failures, from 1.
+    public var sequence: UInt64
+    /// A short digest of the wrong password's hash: the same wrong password tried on
+    /// several nodes (the tools log in on every node at once) counts once.
+    public var tag: UInt64
+
+    public init(node: UInt8, sequence: UInt64, tag: UInt64) {
+        self.node = node
+        self.sequence = sequence
+        self.tag = tag
+    }
+}
+
+/// Per node, how far its count of one user's failures goes and how much of it is forgiven.
+public struct LoginMark: Hashable, Sendable {
+    public var node: UInt8
+    /// The highest sequence number of that node's failures known here.
+    public var counted: UInt64
+    /// That node's failures up to this sequence number are forgiven (a successful login or
+    /// a new password set by a crypto officer).
+    public var forgiven: UInt64
+
+    public init(node: UInt8, counted: UInt64, forgiven: UInt64) {
+        self.node = node
+        self.counted = counted
+        self.forgiven = forgiven
+    }
+}
+
+/// One user's failed logins, as a state that merges without conflicts: marks merge by
+/// maximum per node, failures by union, and a failure at or below its node's forgiven
+/// mark no longer counts. The user's count is the number of distinct tags that still do.
+public struct LoginFailureLog: Equatable, Sendable {
+    public var userID: UserID
+    public var marks: [LoginMark]
+    /// The failures not yet forgiven.
+    public var failures: [LoginFailure]
+
+    public init(userID: UserID, marks: [LoginMark] = [], failures: [LoginFailure] = []) {
+        self.userID = userID
+        self.marks = marks
+        self.failures = failures
+    }
+
+    /// Distinct wrong passwords not yet forgiven.
+    public var count: Int {
+        let forgiven = Dictionary(marks.map { ($0.node, $0.forgiven) }, uniquingKeysWith: max)
+        return Set(failures.filter { $0.sequence > forgiven[$0.node, default: 0] }.map(\.tag)).count
+    }
+
+    func encode(into w: inout WireWriter) {
+        w.write(userID)
+        w.write(UInt32(marks.count))
+        for mark in marks {
+            w.write(mark.node)
+            w.write(mark.counted)
+            w.write(mark.forgiven)
+        }
+        w.write(UInt32(failures.count))
+        for failure in failures {
+            w.write(failure.node)
+            w.write(failure.sequence)
+            w.write(failure.tag)
+        }
+    }
+
+    static func decode(from r: inout WireReader) throws -> LoginFailureLog {
+        let userID = try r.readUInt32("user id")
+        let marks = try r.readArray("login marks") { r in
+            LoginMark(
+                node: try r.readNodeID(), counted: try r.readUInt64("failure count"),
+                forgiven: try r.readUInt64("forgiven mark"))
+        }
+        let failures = try r.readArray("login failures") { r in
+            LoginFailure(node: try r.readNodeID(), sequence: try r.readUInt64("sequence"), tag: try r.readUInt64("tag"))
+        }
+        return LoginFailureLog(userID: userID, marks: marks, failures: failures)
     }
 }
 
@@ -100,25 +188,47 @@ public struct PeerInventory: Equatable, Sendable {
     /// The sender's handle counter: every handle it made has a counter at or below this.
     public var handleCounter: UInt64
     public var keys: [KeyHandle: RecordStamp]
-    public var users: [String: RecordStamp]
+    public var users: [UserID: RecordStamp]
+    /// Every user's failed-login log that has ever counted something; small, so it travels
+    /// whole and the receiver merges it without a fetch.
+    public var loginFailures: [LoginFailureLog]
 
-    public init(handleCounter: UInt64, keys: [KeyHandle: RecordStamp], users: [String: RecordStamp]) {
+    public init(
+        handleCounter: UInt64, keys: [KeyHandle: RecordStamp], users: [UserID: RecordStamp],
+        loginFailures: [LoginFailureLog] = []
+    ) {
         self.handleCounter = handleCounter
         self.keys = keys
         self.users = users
+        self.loginFailures = loginFailures
+    }
+}
+
+/// What a node says about one user before it is deleted.
+public struct UserActivity: Equatable, Sendable {
+    /// Connections logged in as the user on that node.
+    public var sessions: UInt32
+    /// Token keys the user owns on that node.
+    public var ownedKeys: UInt32
+
+    public init(sessions: UInt32, ownedKeys: UInt32) {
+        self.sessions = sessions
+        self.ownedKeys = ownedKeys
     }
 }
 
 public enum PeerRequest: Equatable, Sendable {
     case listVersions
-    case fetchRecords(keys: [KeyHandle], users: [String])
-    case pushRecords(keys: [PeerKeyRecord], users: [PeerUserRecord])
+    case fetchRecords(keys: [KeyHandle], users: [UserID])
+    case pushRecords(PeerRecords)
+    case userActivity(UserID)
 
     public var operation: PeerOperation {
         switch self {
         case .listVersions: return .listVersions
         case .fetchRecords: return .fetchRecords
         case .pushRecords: return .pushRecords
+        case .userActivity: return .userActivity
         }
     }
 
@@ -132,8 +242,10 @@ public enum PeerRequest: Equatable, Sendable {
             for key in keys { w.write(key) }
             w.write(UInt32(users.count))
             for user in users { w.write(user) }
-        case .pushRecords(let keys, let users):
-            PeerRecords(keys: keys, users: users).encode(into: &w)
+        case .pushRecords(let records):
+            records.encode(into: &w)
+        case .userActivity(let id):
+            w.write(id)
         }
         return w.bytes
     }
@@ -149,25 +261,29 @@ public enum PeerRequest: Equatable, Sendable {
             request = .listVersions
         case .fetchRecords:
             let keys = try r.readArray("key handles") { try $0.readUInt64("key handle") }
-            let users = try r.readArray("user names") { try $0.readString("user name", maximum: 64) }
+            let users = try r.readArray("user ids") { try $0.readUInt32("user id") }
             request = .fetchRecords(keys: keys, users: users)
         case .pushRecords:
-            let records = try PeerRecords.decode(from: &r)
-            request = .pushRecords(keys: records.keys, users: records.users)
+            request = .pushRecords(try PeerRecords.decode(from: &r))
+        case .userActivity:
+            request = .userActivity(try r.readUInt32("user id"))
         }
         try r.finish()
         return request
     }
 }
 
-/// Keys and users together, as `fetchRecords` answers and `pushRecords` sends.
+/// Keys, users and failed-login logs together, as `fetchRecords` answers and
+/// `pushRecords` sends.
 public struct PeerRecords: Equatable, Sendable {
     public var keys: [PeerKeyRecord]
     public var users: [PeerUserRecord]
+    public var loginFailures: [LoginFailureLog]
 
-    public init(keys: [PeerKeyRecord] = [], users: [PeerUserRecord] = []) {
+    public init(keys: [PeerKeyRecord] = [], users: [PeerUserRecord] = [], loginFailures: [LoginFailureLog] = []) {
         self.keys = keys
         self.users = users
+        self.loginFailures = loginFailures
     }
 
     func encode(into w: inout WireWriter) {
@@ -196,6 +312,8 @@ public struct PeerRecords: Equatable, Sendable {
             w.write(u.version)
             w.write(u.isDeleted)
         }
+        w.write(UInt32(loginFailures.count))
+        for log in loginFailures { log.encode(into: &w) }
     }
 
     static func decode(from r: inout WireReader) throws -> PeerRecords {
@@ -203,7 +321,7 @@ public struct PeerRecords: Equatable, Sendable {
             PeerKeyRecord(
                 handle: try r.readUInt64("key handle"), keyClass: try r.readEnum(KeyClass.self, "key class"),
                 keyType: try r.readEnum(KeyType.self, "key type"), label: try r.readString("label", maximum: 256),
-                owner: try r.readString("owner", maximum: 64), isExtractable: try r.readBool("extractable flag"),
+                owner: try r.readUInt32("owner"), isExtractable: try r.readBool("extractable flag"),
                 sizeInBits: try r.readUInt32("key size"), publicKeyInfo: try r.readBytes("public key", maximum: 65536),
                 material: try r.readBytes("key material", maximum: 65536), version: try r.readUInt64("version"),
                 isDeleted: try r.readBool("deleted flag"))
@@ -216,7 +334,8 @@ public struct PeerRecords: Equatable, Sendable {
                 iterations: try r.readUInt32("iterations"), version: try r.readUInt64("version"),
                 isDeleted: try r.readBool("deleted flag"))
         }
-        return PeerRecords(keys: keys, users: users)
+        let logs = try r.readArray("login failure logs") { try LoginFailureLog.decode(from: &$0) }
+        return PeerRecords(keys: keys, users: users, loginFailures: logs)
     }
 }
 
@@ -225,6 +344,7 @@ public enum PeerResponseBody: Equatable, Sendable {
     case stored
     case inventory(PeerInventory)
     case records(PeerRecords)
+    case activity(UserActivity)
 }
 
 public struct PeerResponse: Equatable, Sendable {
@@ -259,12 +379,17 @@ public struct PeerResponse: Equatable, Sendable {
                 Self.write(stamp, into: &w)
             }
             w.write(UInt32(inventory.users.count))
-            for (name, stamp) in inventory.users.sorted(by: { $0.key < $1.key }) {
-                w.write(name)
+            for (id, stamp) in inventory.users.sorted(by: { $0.key < $1.key }) {
+                w.write(id)
                 Self.write(stamp, into: &w)
             }
+            w.write(UInt32(inventory.loginFailures.count))
+            for log in inventory.loginFailures { log.encode(into: &w) }
         case .records(let records):
             records.encode(into: &w)
+        case .activity(let activity):
+            w.write(activity.sessions)
+            w.write(activity.ownedKeys)
         }
         return w.bytes
     }
@@ -301,14 +426,18 @@ public struct PeerResponse: Equatable, Sendable {
                 let handle = try r.readUInt64("key handle")
                 keys[handle] = try readStamp(&r)
             }
-            var users: [String: RecordStamp] = [:]
+            var users: [UserID: RecordStamp] = [:]
             for _ in 0..<(try r.readCount("user stamps")) {
-                let name = try r.readString("user name", maximum: 64)
-                users[name] = try readStamp(&r)
+                let id = try r.readUInt32("user id")
+                users[id] = try readStamp(&r)
             }
-            body = .inventory(PeerInventory(handleCounter: counter, keys: keys, users: users))
+            let logs = try r.readArray("login failure logs") { try LoginFailureLog.decode(from: &$0) }
+            body = .inventory(PeerInventory(handleCounter: counter, keys: keys, users: users, loginFailures: logs))
         case .fetchRecords:
             body = .records(try PeerRecords.decode(from: &r))
+        case .userActivity:
+            body = .activity(
+                UserActivity(sessions: try r.readUInt32("session count"), ownedKeys: try r.readUInt32("key count")))
         }
         try r.finish()
         return PeerResponse(code: code, detail: detail, body: body)
@@ -330,5 +459,12 @@ extension WireReader {
         out.reserveCapacity(count)
         for _ in 0..<count { out.append(try element(&self)) }
         return out
+    }
+
+    /// A node id, 0...15.
+    mutating func readNodeID() throws -> UInt8 {
+        let id = try readUInt8("node id")
+        guard id <= 15 else { throw WireError.invalidValue("node id \(id) is out of range 0...15") }
+        return id
     }
 }

@@ -31,7 +31,7 @@ final class KeyObject: @unchecked Sendable {
     }
 
     var handle: KeyHandle { attributes.handle }
-    var owner: String { attributes.owner }
+    var owner: UserID { attributes.owner }
 
     func matches(_ filter: KeyFilter) -> Bool {
         if let keyClass = filter.keyClass, attributes.keyClass != keyClass { return false }

@@ -22,6 +22,12 @@ protocol ReplicationHook: AnyObject, Sendable {
 
     /// Asks the node that made `handle` for it, because this node does not hold it.
     func lookUpMissing(_ handle: KeyHandle) -> MissingKey
+
+    /// Asks every peer at once what it holds of `user` (sessions, owned keys); waits no
+    /// longer than a push does.
+    ///
+    /// - Returns: the answers of the peers that gave one, by node id.
+    func activity(of user: UserID) -> [UInt8: UserActivity]
 }
 
 /// What the peers say about a key this node does not hold.
@@ -35,16 +41,19 @@ enum MissingKey: Equatable {
 }
 
 extension NodeState {
-    /// Every record's stamp and the handle counter: what `listVersions` answers.
+    /// Every record's stamp, the failed-login logs and the handle counter: what
+    /// `listVersions` answers.
     func inventory() throws -> PeerInventory {
-        var users: [String: RecordStamp] = [:]
-        for user in try store.userRecords() { users[user.name] = user.stamp }
-        return PeerInventory(handleCounter: try store.handleCounter(), keys: try store.keyStamps(), users: users)
+        var users: [UserID: RecordStamp] = [:]
+        for user in try store.userRecords() { users[user.id] = user.stamp }
+        return PeerInventory(
+            handleCounter: try store.handleCounter(), keys: try store.keyStamps(), users: users,
+            loginFailures: try store.loginFailureLogs())
     }
 
     /// The stored records named, with key material opened for the journey; names this
     /// node does not hold are left out.
-    func exportRecords(keys handles: [KeyHandle], users names: [String]) throws -> PeerRecords {
+    func exportRecords(keys handles: [KeyHandle], users ids: [UserID]) throws -> PeerRecords {
         var out = PeerRecords()
         for handle in handles {
             guard let record = try store.keyRecord(handle: handle) else { continue }
@@ -56,16 +65,17 @@ extension NodeState {
             }
             out.keys.append(Self.peerRecord(record, material: material))
         }
-        for name in names {
-            guard let user = try store.userRecord(name: name) else { continue }
+        for id in ids {
+            guard let user = try store.userRecord(id: id) else { continue }
             out.users.append(Self.peerRecord(user))
         }
         return out
     }
 
-    /// Stores peers' records that are newer than this node's and makes keys usable at once.
+    /// Stores peers' records that are newer than this node's, makes keys usable at once,
+    /// ends the sessions of users deleted, and merges failed-login logs.
     ///
-    /// - Returns: how many records were newer (and written).
+    /// - Returns: how many records (and logs) were newer (and written).
     @discardableResult
     func applyReplicated(_ records: PeerRecords) throws -> Int {
         var written = 0
@@ -110,15 +120,17 @@ extension NodeState {
             guard incoming.iterations >= 1 else { throw StoreError("peer user \(incoming.name) has no iterations") }
             let record = UserRecord(
                 id: incoming.id, name: incoming.name, role: incoming.role, salt: incoming.salt,
-                passwordHash: incoming.passwordHash, iterations: Int(incoming.iterations), failedLogins: 0,
-                version: incoming.version, isDeleted: incoming.isDeleted)
+                passwordHash: incoming.passwordHash, iterations: Int(incoming.iterations), version: incoming.version,
+                isDeleted: incoming.isDeleted)
             try applyLock.withLock {
-                if try store.apply(userRecord: record) {
+                let application = try store.applyResolving(userRecord: record)
+                if application.isWritten {
                     written += 1
-                    lock.withLock { _ = usersFromPeers.insert(record.name) }
+                    noteUserChanges([record] + application.superseded, fromPeer: true)
                 }
             }
         }
+        written += try store.merge(loginFailures: records.loginFailures)
         return written
     }
 

@@ -1,5 +1,6 @@
-// Everything one HSM node holds: the store, the master key, the ready key objects and
-// the users. Request handling asks this layer; it knows nothing of sessions' rules.
+// Everything one HSM node holds: the store, the master key, the ready key objects, the
+// users and who is logged in. Request handling asks this layer; it knows nothing of
+// sessions' rules. Users and logins are in NodeState+Users.swift.
 
 import CloudHSMCore
 import Foundation
@@ -10,7 +11,7 @@ import OpenSSLKit
 public final class NodeState: @unchecked Sendable {
     public static let version = "0.1.0"
     public static let defaultPasswordIterations = 100_000
-    static let lockoutThreshold: UInt32 = 5
+    static let lockoutThreshold = 5
 
     public let store: NodeStore
     let context: CryptoContext
@@ -24,9 +25,14 @@ public final class NodeState: @unchecked Sendable {
     let lock = NSLock()
     private var replicationHook: ReplicationHook?
     /// Users whose current record came from a peer rather than a request to this node.
-    var usersFromPeers: Set<String> = []
+    var usersFromPeers: Set<UserID> = []
+    /// Ids of the live users: every request of a logged-in session checks its user here,
+    /// so a deletion (local or replicated) ends the user's sessions at once.
+    var liveUserIDs: Set<UserID> = []
+    /// The user each logged-in session belongs to.
+    var loggedIn: [UInt64: UserID] = [:]
     var tokenKeys: [KeyHandle: KeyObject] = [:]
-    private var sessionKeys: [KeyHandle: KeyObject] = [:]
+    var sessionKeys: [KeyHandle: KeyObject] = [:]
     private var nextSessionID: UInt64 = 1
     private var signCount: UInt64 = 0
     private var decryptCount: UInt64 = 0
@@ -34,9 +40,9 @@ public final class NodeState: @unchecked Sendable {
     /// a local change and a peer's record for the same handle cannot pass each other
     /// between the two steps. Taken before `lock`, never inside it.
     let applyLock = NSLock()
-    /// Logins being checked per user name, guarded by the condition itself.
-    private let loginGate = NSCondition()
-    private var loginsInFlight: [String: UInt32] = [:]
+    /// Logins being checked per user, guarded by the condition itself.
+    let loginGate = NSCondition()
+    var loginsInFlight: [UserID: Int] = [:]
 
     /// Replication to peer nodes; nil on a node without peers (then creation needs no one
     /// else). Set once at start-up, before the node serves.
@@ -72,10 +78,12 @@ public final class NodeState: @unchecked Sendable {
         let salt = try SecureRandom.bytes(16, context: context)
         let hash = try PasswordHash.pbkdf2SHA256(
             password: Array(coPassword.utf8), salt: salt, iterations: passwordIterations, length: 32, context: context)
+        // The same id on every node, so the separately initialised nodes' admins are one
+        // user (their records differ only in salt; the stamp's fingerprint picks one).
         try store.apply(
             userRecord: UserRecord(
-                id: 1, name: "admin", role: .cryptoOfficer, salt: salt, passwordHash: hash,
-                iterations: passwordIterations, failedLogins: 0, version: 1, isDeleted: false))
+                id: NodeStore.initialOfficerID, name: "admin", role: .cryptoOfficer, salt: salt, passwordHash: hash,
+                iterations: passwordIterations, version: 1, isDeleted: false))
     }
 
     /// Opens an initialised node and makes every stored key ready for use.
@@ -91,7 +99,8 @@ public final class NodeState: @unchecked Sendable {
         for record in try store.keyRecords() where !record.isDeleted {
             tokenKeys[record.handle] = try makeObject(record)
         }
-        _ = try store.userRecords()  // a damaged user row is reported now, not at login
+        // Also reports a damaged user row now, not at login.
+        liveUserIDs = Set(try store.userRecords().filter { !$0.isDeleted }.map(\.id))
     }
 
     // MARK: Key objects
@@ -134,7 +143,7 @@ public final class NodeState: @unchecked Sendable {
         var keyClass: KeyClass
         var keyType: KeyType
         var label: String
-        var owner: String
+        var owner: UserID
         var isExtractable: Bool
         var sizeInBits: UInt32
         var publicKeyInfo: [UInt8]
@@ -229,7 +238,7 @@ public final class NodeState: @unchecked Sendable {
     }
 
     /// Every key visible to `sessionID` and owned by `owner`, in handle order.
-    func objects(owner: String, sessionID: UInt64) -> [KeyObject] {
+    func objects(owner: UserID, sessionID: UInt64) -> [KeyObject] {
         lock.withLock {
             let token = tokenKeys.values.filter { $0.owner == owner }
             let session = sessionKeys.values.filter { $0.sessionID == sessionID }
@@ -265,164 +274,23 @@ public final class NodeState: @unchecked Sendable {
         }
     }
 
-    /// Destroys the session's keys (logout or disconnect).
+    /// Logs the session out and destroys its keys (logout or disconnect).
     func closeSession(_ sessionID: UInt64) {
-        lock.withLock { sessionKeys = sessionKeys.filter { $0.value.sessionID != sessionID } }
+        lock.withLock {
+            loggedIn.removeValue(forKey: sessionID)
+            sessionKeys = sessionKeys.filter { $0.value.sessionID != sessionID }
+        }
     }
 
     func countSign() { lock.withLock { signCount += 1 } }
     func countDecrypt() { lock.withLock { decryptCount += 1 } }
 
     func info() throws -> NodeInfo {
-        let users = try store.userRecords().filter { !$0.isDeleted }.count
-        return lock.withLock {
+        lock.withLock {
             NodeInfo(
                 nodeId: UInt32(nodeID), clusterId: clusterID, version: Self.version,
                 tokenKeyCount: UInt64(tokenKeys.count), sessionKeyCount: UInt64(sessionKeys.count),
-                signOperations: signCount, decryptOperations: decryptCount, userCount: UInt32(users))
-        }
-    }
-
-    // MARK: Users
-
-    private func hash(_ password: String, salt: [UInt8], iterations: Int) throws -> [UInt8] {
-        try PasswordHash.pbkdf2SHA256(
-            password: Array(password.utf8), salt: salt, iterations: iterations, length: 32, context: context)
-    }
-
-    /// Checks a login. Unknown users and wrong passwords fail alike; after five failures
-    /// in a row the user is locked until a crypto officer sets a new password.
-    func authenticate(role: UserRole, name: String, password: String) throws -> Result<UserRecord, HSMError> {
-        guard let user = try store.userRecord(name: name), !user.isDeleted else {
-            // The same slow hash as a real check, so timing does not tell which names exist.
-            _ = try hash(password, salt: [UInt8](repeating: 0, count: 16), iterations: passwordIterations)
-            return .failure(HSMError(.loginFailed))
-        }
-        // A user has as many attempts in flight at once as failures left before the lockout:
-        // parallel guesses on many connections cannot all be checked before the failures
-        // are counted. Parallel correct logins just wait their turn.
-        loginGate.lock()
-        while true {
-            let failed: UInt32
-            do {
-                failed = try store.userRecord(name: name)?.failedLogins ?? Self.lockoutThreshold
-            } catch {
-                loginGate.unlock()
-                throw error
-            }
-            if failed >= Self.lockoutThreshold {
-                loginGate.unlock()
-                return .failure(
-                    HSMError(.userLocked, "user \(name) is locked; a crypto officer must set a new password"))
-            }
-            if loginsInFlight[name, default: 0] < Self.lockoutThreshold - failed { break }
-            loginGate.wait()
-        }
-        loginsInFlight[name, default: 0] += 1
-        loginGate.unlock()
-        defer {
-            loginGate.lock()
-            loginsInFlight[name, default: 1] -= 1
-            loginGate.broadcast()
-            loginGate.unlock()
-        }
-        let candidate = try hash(password, salt: user.salt, iterations: user.iterations)
-        guard constantTimeEqual(candidate, user.passwordHash) else {
-            try store.recordFailedLogin(name: name)
-            return .failure(HSMError(.loginFailed))
-        }
-        guard user.role == role else { return .failure(HSMError(.loginFailed)) }
-        // Failures may have been counted while this attempt waited its turn.
-        try store.resetFailedLogins(name: name)
-        return .success(user)
-    }
-
-    func createUser(role: UserRole, name: String, password: String) throws -> HSMError? {
-        guard Self.isValidUserName(name) else {
-            return HSMError(.invalidArgument, "a user name is 1 to 32 letters, digits, '_', '-' or '.'")
-        }
-        guard !password.isEmpty else { return HSMError(.invalidArgument, "the password is empty") }
-        let existing = try store.userRecord(name: name)
-        if let existing, !existing.isDeleted {
-            // cloudhsm_mgmt_util sends createUser to every node, and replication may have
-            // brought this very user here first: that is success, not a conflict.
-            if isFromPeer(name), existing.role == role,
-                constantTimeEqual(
-                    try hash(password, salt: existing.salt, iterations: existing.iterations), existing.passwordHash)
-            {
-                return nil
-            }
-            return HSMError(.userExists, "user \(name) exists")
-        }
-        let salt = try SecureRandom.bytes(16, context: context)
-        let hashed = try hash(password, salt: salt, iterations: passwordIterations)
-        let id = try existing?.id ?? store.nextUserID()
-        try changeUser(
-            UserRecord(
-                id: id, name: name, role: role, salt: salt, passwordHash: hashed, iterations: passwordIterations,
-                failedLogins: 0, version: (existing?.version ?? 0) + 1, isDeleted: false))
-        return nil
-    }
-
-    func deleteUser(name: String) throws {
-        guard var user = try store.userRecord(name: name), !user.isDeleted else { return }
-        user.isDeleted = true
-        user.version += 1
-        user.passwordHash = []
-        user.salt = []
-        try changeUser(user)
-    }
-
-    /// True when `name` was deleted by a change that came from a peer: a deleteUser that
-    /// cloudhsm_mgmt_util also sent here has then already been done.
-    func wasDeletedByPeer(_ name: String) throws -> Bool {
-        guard let user = try store.userRecord(name: name), user.isDeleted else { return false }
-        return isFromPeer(name)
-    }
-
-    private func isFromPeer(_ name: String) -> Bool {
-        lock.withLock { usersFromPeers.contains(name) }
-    }
-
-    /// Stores a change made by a request to this node and pushes it to the peers.
-    private func changeUser(_ record: UserRecord) throws {
-        try applyLock.withLock {
-            try store.apply(userRecord: record)
-            lock.withLock { _ = usersFromPeers.remove(record.name) }
-        }
-        _ = replication?.push(PeerRecords(users: [Self.peerRecord(record)]), waitFor: nil)
-    }
-
-    static func peerRecord(_ u: UserRecord) -> PeerUserRecord {
-        PeerUserRecord(
-            id: u.id, name: u.name, role: u.role, salt: u.salt, passwordHash: u.passwordHash,
-            iterations: UInt32(clamping: u.iterations), version: u.version, isDeleted: u.isDeleted)
-    }
-
-    /// Sets a new password and clears the failed-login count (which unlocks the user).
-    func changePassword(name: String, newPassword: String) throws -> HSMError? {
-        guard var user = try store.userRecord(name: name), !user.isDeleted else {
-            return HSMError(.userNotFound, "no user \(name)")
-        }
-        guard !newPassword.isEmpty else { return HSMError(.invalidArgument, "the password is empty") }
-        user.salt = try SecureRandom.bytes(16, context: context)
-        user.iterations = passwordIterations
-        user.passwordHash = try hash(newPassword, salt: user.salt, iterations: user.iterations)
-        user.failedLogins = 0
-        user.version += 1
-        try changeUser(user)
-        return nil
-    }
-
-    func users() throws -> [UserRecord] {
-        try store.userRecords().filter { !$0.isDeleted }
-    }
-
-    static func isValidUserName(_ name: String) -> Bool {
-        guard (1...32).contains(name.utf8.count) else { return false }
-        return name.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+                signOperations: signCount, decryptOperations: decryptCount, userCount: UInt32(liveUserIDs.count))
         }
     }
 }

@@ -49,8 +49,10 @@ struct PeerEnvelope: Sendable {
     let clusterID: String
     let context: CryptoContext
 
+    /// v2: users by id, keys owned by ids, failed-login logs. A node of the previous
+    /// format cannot open these (nor these its), instead of misreading them.
     private func additionalData(operation: UInt8) -> [UInt8] {
-        Array("cloudhsm-peer-v1".utf8) + [operation] + Array(clusterID.utf8)
+        Array("cloudhsm-peer-v2".utf8) + [operation] + Array(clusterID.utf8)
     }
 
     func seal(_ payload: [UInt8], operation: UInt8) throws -> [UInt8] {

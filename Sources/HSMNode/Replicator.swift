@@ -1,6 +1,7 @@
 // Replication between nodes: pushes new records to the peers before a change is
 // answered, pulls what this node lacks from every peer at start-up and every few seconds
-// (on threads of its own, so crypto never waits for it), and answers peers' requests.
+// (on threads of its own, so crypto never waits for it), asks the peers about a user
+// before it is deleted, and answers peers' requests.
 // docs/architecture.md ("Replication") describes the protocol.
 
 import CloudHSMCore
@@ -10,9 +11,9 @@ import OpenSSLKit
 /// Which records to fetch from a peer: those it holds in a newer version than this node,
 /// or that this node lacks. Pure, so the merge rule is unit-tested without a network.
 enum SyncPlan {
-    static func wanted(local: PeerInventory, remote: PeerInventory) -> (keys: [KeyHandle], users: [String]) {
+    static func wanted(local: PeerInventory, remote: PeerInventory) -> (keys: [KeyHandle], users: [UserID]) {
         let keys = remote.keys.filter { handle, stamp in local.keys[handle].map { $0 < stamp } ?? true }
-        let users = remote.users.filter { name, stamp in local.users[name].map { $0 < stamp } ?? true }
+        let users = remote.users.filter { id, stamp in local.users[id].map { $0 < stamp } ?? true }
         return (keys.keys.sorted(), users.keys.sorted())
     }
 }
@@ -108,7 +109,7 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
             let thread = Thread {
                 var stored = false
                 do {
-                    let response = try link.call(.pushRecords(keys: records.keys, users: records.users), failFast: true)
+                    let response = try link.call(.pushRecords(records), failFast: true)
                     stored = response.code.isSuccess
                     if !stored { logLine("push to \(link.name) refused: \(response.code) \(response.detail)") }
                 } catch {
@@ -138,6 +139,25 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
         }
     }
 
+    func activity(of user: UserID) -> [UInt8: UserActivity] {
+        let answers = Answers<UserActivity>()
+        let targets = Array(links.values)
+        for link in targets {
+            let thread = Thread {
+                var activity: UserActivity? = nil
+                do {
+                    let response = try link.call(.userActivity(user), failFast: true)
+                    if response.code.isSuccess, case .activity(let answer) = response.body { activity = answer }
+                } catch {
+                    // A peer that cannot be asked cannot refuse; see NodeState.deleteUser.
+                }
+                answers.add(link.address.id, activity)
+            }
+            thread.start()
+        }
+        return answers.wait(total: targets.count, timeout: pushTimeout)
+    }
+
     // MARK: Pulling
 
     private func syncLogged(_ link: PeerLink) {
@@ -161,8 +181,8 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
         guard listed.code.isSuccess, case .inventory(let remote) = listed.body else {
             throw HSMError(listed.code, "listVersions: \(listed.detail)")
         }
+        var pulled = try state.store.merge(loginFailures: remote.loginFailures)
         let wanted = SyncPlan.wanted(local: try state.inventory(), remote: remote)
-        var pulled = 0
         var keys = wanted.keys[...]
         var users = wanted.users[...]
         while !keys.isEmpty || !users.isEmpty {
@@ -219,9 +239,11 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
                 throw HSMError(.invalidArgument, "at most \(4 * Self.fetchBatch) records per fetch")
             }
             return PeerResponse(body: .records(try state.exportRecords(keys: keys, users: users)))
-        case .pushRecords(let keys, let users):
-            try state.applyReplicated(PeerRecords(keys: keys, users: users))
+        case .pushRecords(let records):
+            try state.applyReplicated(records)
             return PeerResponse(body: .stored)
+        case .userActivity(let user):
+            return PeerResponse(body: .activity(state.activity(of: user)))
         }
     }
 }
@@ -250,5 +272,32 @@ private final class PushTally: @unchecked Sendable {
             if !condition.wait(until: deadline) { break }
         }
         return stored
+    }
+}
+
+/// Collects the answers of one question put to every peer, until all answered or the
+/// deadline passed.
+private final class Answers<Answer>: @unchecked Sendable {
+    // Guarded by `condition`.
+    private let condition = NSCondition()
+    private var answers: [UInt8: Answer] = [:]
+    private var ended = 0
+
+    func add(_ peer: UInt8, _ answer: Answer?) {
+        condition.lock()
+        if let answer { answers[peer] = answer }
+        ended += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait(total: Int, timeout: TimeInterval) -> [UInt8: Answer] {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while ended < total {
+            if !condition.wait(until: deadline) { break }
+        }
+        return answers
     }
 }

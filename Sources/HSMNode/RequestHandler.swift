@@ -9,6 +9,8 @@ import OpenSSLKit
 public struct Session {
     public let id: UInt64
     public internal(set) var user: String?
+    /// The logged-in user's cluster-wide id: what owns keys.
+    public internal(set) var userID: UserID?
     public internal(set) var role: UserRole?
 
     public var isLoggedIn: Bool { user != nil }
@@ -37,13 +39,14 @@ public final class RequestHandler: @unchecked Sendable {
     }
 
     public func openSession() -> Session {
-        Session(id: state.openSession(), user: nil, role: nil)
+        Session(id: state.openSession(), user: nil, userID: nil, role: nil)
     }
 
     /// Logs out and destroys the session's keys; for disconnects.
     public func closeSession(_ session: inout Session) {
         state.closeSession(session.id)
         session.user = nil
+        session.userID = nil
         session.role = nil
     }
 
@@ -81,7 +84,9 @@ public final class RequestHandler: @unchecked Sendable {
         case .login(let role, let user, let password):
             guard !session.isLoggedIn else { throw HSMError(.alreadyLoggedIn) }
             let record = try state.authenticate(role: role, name: user, password: password).get()
+            guard state.logIn(sessionID: session.id, user: record.id) else { throw HSMError(.loginFailed) }
             session.user = record.name
+            session.userID = record.id
             session.role = record.role
             return .empty
         case .nodeInfo:
@@ -94,7 +99,14 @@ public final class RequestHandler: @unchecked Sendable {
         default:
             break
         }
-        guard let user = session.user, let role = session.role else { throw HSMError(.notLoggedIn) }
+        guard let user = session.user, let userID = session.userID, let role = session.role else {
+            throw HSMError(.notLoggedIn)
+        }
+        // A user deleted (here or on a peer) since this session logged in can do nothing more.
+        guard state.isLive(userID) else {
+            closeSession(&session)
+            throw HSMError(.notLoggedIn, "user \(user) was deleted; the session has ended")
+        }
         switch request {
         case .login, .nodeInfo:
             return .empty  // answered above
@@ -103,10 +115,10 @@ public final class RequestHandler: @unchecked Sendable {
             return .empty
         case .listUsers:
             return .users(
-                try state.users().map {
+                try state.users().map { user, failures in
                     UserInfo(
-                        id: $0.id, role: $0.role, name: $0.name,
-                        isLocked: $0.failedLogins >= NodeState.lockoutThreshold, failedLogins: $0.failedLogins)
+                        id: user.id, role: user.role, name: user.name, isLocked: failures >= NodeState.lockoutThreshold,
+                        failedLogins: UInt32(clamping: failures))
                 })
         case .changePassword(let name, let newPassword):
             guard role == .cryptoOfficer || name == user else {
@@ -120,17 +132,19 @@ public final class RequestHandler: @unchecked Sendable {
             return .empty
         case .deleteUser(let name):
             try requireOfficer(role)
-            let users = try state.users()
-            guard let target = users.first(where: { $0.name == name }) else {
+            guard let target = try state.user(named: name) else {
                 // The same deleteUser sent to every node may have arrived here by replication.
                 if try state.wasDeletedByPeer(name) { return .empty }
                 throw HSMError(.userNotFound, "no user \(name)")
             }
-            guard name != user else { throw HSMError(.permissionDenied, "a user cannot delete itself") }
-            if target.role == .cryptoOfficer, users.filter({ $0.role == .cryptoOfficer }).count <= 1 {
+            guard target.id != userID else { throw HSMError(.permissionDenied, "a user cannot delete itself") }
+            if target.role == .cryptoOfficer,
+                try state.users().filter({ $0.record.role == .cryptoOfficer }).count <= 1
+            {
                 throw HSMError(.permissionDenied, "cannot delete the last crypto officer")
             }
-            try state.deleteUser(name: name)
+            // Refused while the user owns keys or is logged in on any node that answers.
+            try state.deleteUser(target)
             return .empty
         case .generateRandom(let count):
             guard (1...65536).contains(count) else {
@@ -141,7 +155,7 @@ public final class RequestHandler: @unchecked Sendable {
             guard role == .cryptoUser else {
                 throw HSMError(.permissionDenied, "key operations need a crypto user (CU)")
             }
-            return try keyOperation(request, user: user, session: session)
+            return try keyOperation(request, user: userID, session: session)
         }
     }
 
@@ -153,7 +167,7 @@ public final class RequestHandler: @unchecked Sendable {
 
     /// The caller's key `handle`: unknown or deleted handles and other users' keys fail
     /// with different codes, as CloudHSM does.
-    private func key(_ handle: KeyHandle, user: String, session: Session) throws -> KeyObject {
+    private func key(_ handle: KeyHandle, user: UserID, session: Session) throws -> KeyObject {
         // A token key made on a peer may not have reached this node yet: missingKey asks.
         let object = try state.object(handle, sessionID: session.id) ?? state.missingKey(handle, sessionID: session.id)
         guard object.owner == user else {
@@ -162,7 +176,7 @@ public final class RequestHandler: @unchecked Sendable {
         return object
     }
 
-    private func wrappingKey(_ handle: KeyHandle, user: String, session: Session) throws -> [UInt8] {
+    private func wrappingKey(_ handle: KeyHandle, user: UserID, session: Session) throws -> [UInt8] {
         let object = try key(handle, user: user, session: session)
         guard object.attributes.keyType == .aes, case .secret(let bytes) = object.material else {
             throw HSMError(.invalidKeyType, "key \(handle) is not an AES key")
@@ -170,7 +184,7 @@ public final class RequestHandler: @unchecked Sendable {
         return bytes
     }
 
-    private func privateKey(_ handle: KeyHandle, user: String, session: Session) throws -> RSAPrivateKey {
+    private func privateKey(_ handle: KeyHandle, user: UserID, session: Session) throws -> RSAPrivateKey {
         let object = try key(handle, user: user, session: session)
         guard case .rsaPrivate(let privateKey) = object.material else {
             throw HSMError(.invalidKeyType, "key \(handle) is not an RSA private key")
@@ -178,7 +192,7 @@ public final class RequestHandler: @unchecked Sendable {
         return privateKey
     }
 
-    private func keyOperation(_ request: HSMRequest, user: String, session: Session) throws -> ResponseBody {
+    private func keyOperation(_ request: HSMRequest, user: UserID, session: Session) throws -> ResponseBody {
         let context = state.context
         switch request {
         case .generateSymmetricKey(let keyType, let byteCount, let label, let isSession, let isExtractable):
@@ -311,7 +325,7 @@ public final class RequestHandler: @unchecked Sendable {
     }
 
     /// The public and private objects of one key pair, in that order.
-    private static func keyPair(_ privateKey: RSAPrivateKey, label: String, owner: String, isExtractable: Bool) throws
+    private static func keyPair(_ privateKey: RSAPrivateKey, label: String, owner: UserID, isExtractable: Bool) throws
         -> [NodeState.NewKey]
     {
         let spki = privateKey.publicKeyInfo

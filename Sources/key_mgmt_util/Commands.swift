@@ -51,6 +51,9 @@ extension KeyManagementShell {
             usage: "Usage: getAttribute -o <key handle> -a <attribute id, 512 for all> -out <file>",
             valued: ["-o", "-a", "-out"], switches: [], needsLogin: true, run: { try $0.getAttribute($1) }),
         Command(
+            name: "getKeyInfo", summary: "shows which user owns a key", usage: "Usage: getKeyInfo -k <key handle>",
+            valued: ["-k"], switches: [], needsLogin: true, run: { try $0.getKeyInfo($1) }),
+        Command(
             name: "deleteKey", summary: "deletes a key", usage: "Usage: deleteKey -k <key handle>", valued: ["-k"],
             switches: [], needsLogin: true, run: { try $0.deleteKey($1) }),
         Command(

@@ -54,7 +54,7 @@ final class WireProtocolTests: XCTestCase {
 
     func testResponsesRoundTripForTheirOperation() throws {
         let attributes = KeyAttributes(
-            handle: 8, keyClass: .privateKey, keyType: .rsa, label: "k", owner: "alice", isToken: true,
+            handle: 8, keyClass: .privateKey, keyType: .rsa, label: "k", owner: 0x8000_0031, isToken: true,
             isExtractable: false, sizeInBits: 2048, publicKeyInfo: [0x30, 0x00])
         let cases: [(CloudHSMCore.Operation, HSMResponse)] = [
             (.login, .success()),

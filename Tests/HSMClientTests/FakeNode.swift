@@ -312,7 +312,8 @@ final class FakeNode: @unchecked Sendable {
         default:
             break
         }
-        guard let owner = user else { return fail(.notLoggedIn) }
+        guard let name = user else { return fail(.notLoggedIn) }
+        let owner: UserID = name == "cu" ? 0x12 : 0x22
         switch request {
         case .logout:
             user = nil

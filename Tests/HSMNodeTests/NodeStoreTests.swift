@@ -1,5 +1,6 @@
 // The durable store: keys survive a restart, material is encrypted at rest and bound to
-// its handle, handles never repeat, and damaged data is refused at start.
+// its handle, handles never repeat, damaged data is refused at start, and a schema-1
+// store (users and owners by name) is migrated to user ids.
 
 import CloudHSMCore
 import Foundation
@@ -138,7 +139,7 @@ final class NodeStoreTests: XCTestCase {
     func testNewerVersionWins() throws {
         let node = try TestNode()
         let record = KeyRecord(
-            handle: 0x1230 | 2, keyClass: .publicKey, keyType: .rsa, label: "v2", owner: "alice", isExtractable: true,
+            handle: 0x1230 | 2, keyClass: .publicKey, keyType: .rsa, label: "v2", owner: 0x15, isExtractable: true,
             sizeInBits: 2048, publicKeyInfo: [1], sealedMaterial: [], version: 2, isDeleted: false)
         XCTAssertTrue(try node.state.store.apply(keyRecord: record))
         var older = record
@@ -173,6 +174,143 @@ final class NodeStoreTests: XCTestCase {
             try NodeState.initialize(
                 directory: node.directory, nodeID: 1, clusterID: "c", coPassword: "p", passwordIterations: 1,
                 context: sharedContext))
+    }
+
+    /// A schema-1 store as the previous hsmd wrote it, in place of `node`'s, with the
+    /// users and key owners given by name.
+    private func writeSchema1Store(
+        _ node: TestNode, nodeID: UInt8,
+        users: [(id: Int64, name: String, role: UserRole, failed: Int64, deleted: Bool)],
+        keys: [(handle: KeyHandle, owner: String, secret: [UInt8]?)]
+    ) throws {
+        for suffix in ["", "-wal", "-shm"] {
+            try? FileManager.default.removeItem(atPath: node.directory + "/node.sqlite" + suffix)
+        }
+        let database = try SQLiteDatabase(path: node.directory + "/node.sqlite", create: true)
+        try database.execute(
+            """
+            CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,
+                node_id INTEGER NOT NULL, cluster_id TEXT NOT NULL, handle_counter INTEGER NOT NULL,
+                password_iterations INTEGER NOT NULL);
+            CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role INTEGER NOT NULL,
+                salt BLOB NOT NULL, hash BLOB NOT NULL, iterations INTEGER NOT NULL,
+                failed_logins INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE keys (handle INTEGER PRIMARY KEY, class INTEGER NOT NULL, type INTEGER NOT NULL,
+                label TEXT NOT NULL, owner TEXT NOT NULL, extractable INTEGER NOT NULL, size_bits INTEGER NOT NULL,
+                public_key_info BLOB, material BLOB, version INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+            """)
+        try database.query(
+            "INSERT INTO meta VALUES (1, 1, ?, 'test-cluster', 16, 10)", [.integer(Int64(nodeID))])
+        for user in users {
+            let salt: [UInt8] = user.deleted ? [] : [UInt8](repeating: 7, count: 16)
+            let password = user.role == .cryptoOfficer ? "officer-pw" : "\(user.name)-pw"
+            let hash =
+                user.deleted
+                ? []
+                : try PasswordHash.pbkdf2SHA256(
+                    password: Array(password.utf8), salt: salt, iterations: 10, length: 32, context: sharedContext)
+            try database.query(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?, 10, ?, ?, ?)",
+                [
+                    .integer(user.id), .text(user.name), .integer(Int64(user.role.rawValue)), .blob(salt), .blob(hash),
+                    .integer(user.failed), .integer(user.deleted ? 2 : 1), .integer(user.deleted ? 1 : 0),
+                ])
+        }
+        for key in keys {
+            let sealed = try key.secret.map {
+                try AESGCM.seal(
+                    plaintext: $0, key: node.state.masterKey, additionalData: node.state.additionalData(key.handle),
+                    context: sharedContext)
+            }
+            try database.query(
+                "INSERT INTO keys VALUES (?, ?, ?, 'old', ?, 0, 128, ?, ?, 1, 0)",
+                [
+                    .integer(Int64(key.handle)), .integer(Int64(KeyClass.secretKey.rawValue)),
+                    .integer(Int64(KeyType.aes.rawValue)), .text(key.owner), .blob([]), .blob(sealed ?? [0]),
+                ])
+        }
+    }
+
+    func testSchema1StoreIsMigratedToUserIDs() throws {
+        let node = try TestNode(nodeID: 3)
+        let secret = [UInt8](repeating: 0x5a, count: 16)
+        try writeSchema1Store(
+            node, nodeID: 3,
+            users: [
+                (1, "admin", .cryptoOfficer, 0, false), (2, "bob", .cryptoUser, 2, false),
+                (3, "carol", .cryptoUser, 0, true),
+            ],
+            keys: [(0x13, "bob", secret), (0x23, "carol", secret), (0x33, "zed", secret)])
+        try node.reopen()
+
+        var officer = node.officerSession()
+        guard case .users(let users) = node.handler.ok(.listUsers, &officer) else { return XCTFail("no users") }
+        let ids = NodeStore.migratedUserIDs(for: ["admin", "bob", "carol", "zed"])
+        XCTAssertEqual(users.map(\.name), ["admin", "bob"])
+        XCTAssertEqual(users.map(\.id), [NodeStore.initialOfficerID, try XCTUnwrap(ids["bob"])])
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(ids["bob"]), 0x8000_0000)
+        XCTAssertEqual(users[1].failedLogins, 2, "this node's failures carried over")
+
+        // bob keeps his key, and only his.
+        var bob = node.handler.openSession()
+        XCTAssertEqual(node.handler.code(.login(role: .cryptoUser, user: "bob", password: "bob-pw"), &bob), .success)
+        XCTAssertEqual(node.handler.ok(.findKeys(KeyFilter()), &bob).handles, [0x13])
+        guard case .attributes(let attributes) = node.handler.ok(.getAttributes(0x13), &bob) else {
+            return XCTFail("no attributes")
+        }
+        XCTAssertEqual(attributes.owner, ids["bob"])
+        // Keys of the deleted carol and of the vanished zed belong to ids no live user has.
+        let owners = Dictionary(uniqueKeysWithValues: try node.state.store.keyRecords().map { ($0.handle, $0.owner) })
+        XCTAssertEqual(owners[0x23], ids["carol"])
+        XCTAssertEqual(owners[0x33], ids["zed"])
+        XCTAssertEqual(try node.state.store.userRecord(id: try XCTUnwrap(ids["carol"]))?.isDeleted, true)
+        XCTAssertFalse(users.contains { [owners[0x23], owners[0x33]].contains($0.id) })
+        XCTAssertEqual(node.handler.code(.getAttributes(0x23), &bob), .keyAccessDenied)
+
+        // A new carol is a new user with a counter id, and does not get the old carol's key.
+        XCTAssertEqual(
+            node.handler.code(.createUser(role: .cryptoUser, name: "carol", password: "pw"), &officer), .success)
+        let newCarol = try XCTUnwrap(node.handler.userID("carol", &officer))
+        XCTAssertEqual(newCarol, 1 << 4 | 3)
+        var carol = node.handler.openSession()
+        XCTAssertEqual(node.handler.code(.login(role: .cryptoUser, user: "carol", password: "pw"), &carol), .success)
+        XCTAssertEqual(node.handler.ok(.findKeys(KeyFilter()), &carol).handles, [])
+
+        // Migrated once: it opens again as schema 2.
+        try node.reopen()
+        var again = node.officerSession()
+        XCTAssertEqual(node.handler.userID("bob", &again), ids["bob"])
+    }
+
+    func testNodesMigratingAloneAgreeOnIDs() throws {
+        // The same users, with different schema-1 ids on each node, get the same ids.
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        try writeSchema1Store(
+            a, nodeID: 1, users: [(1, "admin", .cryptoOfficer, 0, false), (2, "bob", .cryptoUser, 0, false)],
+            keys: [(0x11, "bob", [1])])
+        try writeSchema1Store(
+            b, nodeID: 2,
+            users: [
+                (1, "admin", .cryptoOfficer, 0, false), (5, "ann", .cryptoUser, 0, false),
+                (9, "bob", .cryptoUser, 0, false),
+            ],
+            keys: [(0x11, "bob", [1])])
+        try a.reopen()
+        try b.reopen()
+        let bobA = try XCTUnwrap(a.state.store.liveUser(named: "bob"))
+        let bobB = try XCTUnwrap(b.state.store.liveUser(named: "bob"))
+        XCTAssertEqual(bobA.id, bobB.id)
+        XCTAssertEqual(try a.state.store.keyRecord(handle: 0x11)?.owner, bobA.id)
+        XCTAssertEqual(try b.state.store.keyRecord(handle: 0x11)?.owner, bobA.id)
+        // Two names whose hashes collide (found offline by a birthday search): the later
+        // name in order hashes again, so every node gives both the same two different ids.
+        let (first, second) = ("xigzoodg", "ygbdjhkn")
+        XCTAssertEqual(NodeStore.migratedUserID(hashing: first), NodeStore.migratedUserID(hashing: second))
+        let ids = NodeStore.migratedUserIDs(for: [first, second])
+        XCTAssertEqual(Set(ids.values).count, 2)
+        XCTAssertEqual(ids[first], NodeStore.migratedUserID(hashing: first))
+        XCTAssertEqual(ids, NodeStore.migratedUserIDs(for: [second, first, "admin"]).filter { $0.key != "admin" })
     }
 
     private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {

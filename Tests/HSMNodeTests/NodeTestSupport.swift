@@ -44,6 +44,7 @@ final class TestNode {
     func userSession(_ name: String, password: String = "user-pw") -> Session {
         var officer = officerSession()
         _ = handler.handle(.createUser(role: .cryptoUser, name: name, password: password), session: &officer)
+        handler.closeSession(&officer)
         var session = handler.openSession()
         let response = handler.handle(.login(role: .cryptoUser, user: name, password: password), session: &session)
         XCTAssertEqual(response.code, .success, response.detail)
@@ -63,6 +64,14 @@ extension RequestHandler {
 
     func code(_ request: HSMRequest, _ session: inout Session) -> HSMReturnCode {
         handle(request, session: &session).code
+    }
+}
+
+extension RequestHandler {
+    /// The id listUsers shows for `name`, if it is a live user.
+    func userID(_ name: String, _ session: inout Session) -> UserID? {
+        guard case .users(let users) = handle(.listUsers, session: &session).body else { return nil }
+        return users.first { $0.name == name }?.id
     }
 }
 

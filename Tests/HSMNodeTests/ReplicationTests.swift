@@ -1,6 +1,7 @@
 // Replication without a network: the merge order of record versions, the sync plan, the
 // store's apply rules, creation with min_nodes, 0xbc for keys not yet here, users taken
-// from peers, the peer messages' encoding and sealing, and the new hsmd flags.
+// from peers and identified by id, deletions that end sessions on other nodes, the
+// cluster-wide lockout, the peer messages' encoding and sealing, and the new hsmd flags.
 
 import CloudHSMCore
 import Foundation
@@ -14,6 +15,8 @@ final class LoopbackReplication: ReplicationHook, @unchecked Sendable {
     let minNodes: Int
     var peers: [NodeState]
     var isReachable = true
+    /// Whether the peers answer userActivity (false: as if they could not be reached).
+    var answersActivity = true
     var missing: MissingKey = .absent
     private(set) var lookUps: [KeyHandle] = []
 
@@ -30,6 +33,11 @@ final class LoopbackReplication: ReplicationHook, @unchecked Sendable {
     func lookUpMissing(_ handle: KeyHandle) -> MissingKey {
         lookUps.append(handle)
         return missing
+    }
+
+    func activity(of user: UserID) -> [UInt8: UserActivity] {
+        guard isReachable, answersActivity else { return [:] }
+        return Dictionary(uniqueKeysWithValues: peers.map { ($0.nodeID, $0.activity(of: user)) })
     }
 }
 
@@ -56,7 +64,7 @@ final class ReplicationTests: XCTestCase {
                 0x21: RecordStamp(version: 1, isDeleted: false),  // remote deleted it
                 0x31: RecordStamp(version: 3, isDeleted: true),  // local is newer
             ],
-            users: ["alice": RecordStamp(version: 2, isDeleted: false, fingerprint: 1)])
+            users: [0x21: RecordStamp(version: 2, isDeleted: false, fingerprint: 1)])
         let remote = PeerInventory(
             handleCounter: 9,
             keys: [
@@ -66,12 +74,12 @@ final class ReplicationTests: XCTestCase {
                 0x41: RecordStamp(version: 1, isDeleted: false),  // new
             ],
             users: [
-                "alice": RecordStamp(version: 2, isDeleted: false, fingerprint: 7),  // same version, wins the tie
-                "bob": RecordStamp(version: 1, isDeleted: false),
+                0x21: RecordStamp(version: 2, isDeleted: false, fingerprint: 7),  // same version, wins the tie
+                0x32: RecordStamp(version: 1, isDeleted: false),
             ])
         let wanted = SyncPlan.wanted(local: local, remote: remote)
         XCTAssertEqual(wanted.keys, [0x21, 0x41])
-        XCTAssertEqual(wanted.users, ["alice", "bob"])
+        XCTAssertEqual(wanted.users, [0x21, 0x32])
         // Two nodes that hold the same things want nothing from each other.
         XCTAssertTrue(SyncPlan.wanted(local: remote, remote: remote).keys.isEmpty)
         XCTAssertTrue(SyncPlan.wanted(local: remote, remote: local).users.isEmpty)
@@ -83,7 +91,7 @@ final class ReplicationTests: XCTestCase {
         let node = try TestNode(nodeID: 1)
         let store = node.state.store
         var record = KeyRecord(
-            handle: 0x21, keyClass: .publicKey, keyType: .rsa, label: "l", owner: "o", isExtractable: true,
+            handle: 0x21, keyClass: .publicKey, keyType: .rsa, label: "l", owner: 0x11, isExtractable: true,
             sizeInBits: 2048, publicKeyInfo: [1], sealedMaterial: [], version: 1, isDeleted: false)
         XCTAssertTrue(try store.apply(keyRecord: record))
         XCTAssertFalse(try store.apply(keyRecord: record), "the same version twice is written once")
@@ -96,29 +104,65 @@ final class ReplicationTests: XCTestCase {
         XCTAssertEqual(try store.keyStamps()[0x21], RecordStamp(version: 2, isDeleted: false))
     }
 
-    func testUserIDsAreLocalAndNamesDecide() throws {
+    func testUsersAreIdentifiedByIDAndOneIDKeepsAName() throws {
         let node = try TestNode(nodeID: 1)
         let store = node.state.store
-        func user(_ name: String, id: UInt32, version: UInt64, salt: UInt8) -> UserRecord {
+        func user(_ name: String, id: UserID, version: UInt64, salt: UInt8) -> UserRecord {
             UserRecord(
                 id: id, name: name, role: .cryptoUser, salt: [salt], passwordHash: [1, 2], iterations: 10,
-                failedLogins: 0, version: version, isDeleted: false)
+                version: version, isDeleted: false)
         }
-        XCTAssertTrue(try store.apply(userRecord: user("carol", id: 2, version: 1, salt: 1)))
-        // Another node gave id 2 to alice: carol stays, alice gets a free id here.
-        XCTAssertTrue(try store.apply(userRecord: user("alice", id: 2, version: 1, salt: 1)))
-        let names = try store.userRecords().map(\.name)
-        XCTAssertTrue(names.contains("carol") && names.contains("alice"), "\(names)")
-        XCTAssertEqual(Set(try store.userRecords().map(\.id)).count, 3)
-        // Equal versions with different salts: every node keeps the same one.
-        let a = user("dave", id: 9, version: 1, salt: 1)
-        let b = user("dave", id: 9, version: 1, salt: 2)
+        // Two nodes created carol at once: the lower id stays, the other is deleted here.
+        XCTAssertTrue(try store.apply(userRecord: user("carol", id: 0x22, version: 1, salt: 1)))
+        let application = try store.applyResolving(userRecord: user("carol", id: 0x13, version: 1, salt: 2))
+        XCTAssertTrue(application.isWritten)
+        XCTAssertEqual(application.superseded.map(\.id), [0x22])
+        XCTAssertEqual(try store.liveUser(named: "carol")?.id, 0x13)
+        XCTAssertEqual(try store.userRecord(id: 0x22)?.isDeleted, true)
+        // In the other order, the same outcome: every node keeps the same id.
+        let other = try TestNode(nodeID: 2)
+        try other.state.store.apply(userRecord: user("carol", id: 0x13, version: 1, salt: 2))
+        let late = try other.state.store.applyResolving(userRecord: user("carol", id: 0x22, version: 1, salt: 1))
+        XCTAssertEqual(late.superseded.map(\.id), [0x22])
+        XCTAssertEqual(try other.state.store.liveUser(named: "carol")?.id, 0x13)
+        XCTAssertEqual(try other.state.store.userRecord(id: 0x22), try store.userRecord(id: 0x22))
+        // Equal versions of one id with different salts: every node keeps the same one.
+        let a = user("dave", id: 0x31, version: 1, salt: 1)
+        let b = user("dave", id: 0x31, version: 1, salt: 2)
         let winner = a.stamp < b.stamp ? b : a
         let loser = a.stamp < b.stamp ? a : b
         XCTAssertTrue(try store.apply(userRecord: loser))
         XCTAssertTrue(try store.apply(userRecord: winner))
         XCTAssertFalse(try store.apply(userRecord: loser))
-        XCTAssertEqual(try store.userRecord(name: "dave")?.salt, winner.salt)
+        XCTAssertEqual(try store.liveUser(named: "dave")?.salt, winner.salt)
+        // A tombstone of a name leaves room for a new user of that name under a new id.
+        XCTAssertTrue(try store.apply(userRecord: winner.tombstone))
+        XCTAssertNil(try store.liveUser(named: "dave"))
+        XCTAssertTrue(try store.apply(userRecord: user("dave", id: 0x41, version: 1, salt: 3)))
+        XCTAssertEqual(try store.userRecords(named: "dave").map(\.id), [0x31, 0x41])
+    }
+
+    func testNodesGiveOutDifferentUserIDsAndNeverReuseOne() throws {
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officerA = a.officerSession()
+        var officerB = b.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "ann", password: "pw"), &officerA)
+        _ = b.handler.ok(.createUser(role: .cryptoUser, name: "ann", password: "pw"), &officerB)
+        let idA = try XCTUnwrap(a.handler.userID("ann", &officerA))
+        let idB = try XCTUnwrap(b.handler.userID("ann", &officerB))
+        XCTAssertEqual(idA & 0xF, 1)
+        XCTAssertEqual(idB & 0xF, 2)
+        XCTAssertNotEqual(idA, idB)
+        // Deleted and made again: a new id, also after a restart.
+        _ = a.handler.ok(.deleteUser(name: "ann"), &officerA)
+        try a.reopen()
+        officerA = a.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "ann", password: "pw"), &officerA)
+        let again = try XCTUnwrap(a.handler.userID("ann", &officerA))
+        XCTAssertNotEqual(again, idA)
+        XCTAssertEqual(again & 0xF, 1)
+        XCTAssertEqual(a.handler.userID("admin", &officerA), NodeStore.initialOfficerID)
     }
 
     // MARK: Nodes replicating
@@ -192,6 +236,7 @@ final class ReplicationTests: XCTestCase {
         let a = try TestNode(nodeID: 1)
         let b = try TestNode(nodeID: 2)
         var userA = a.userSession("cu")
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [try XCTUnwrap(userA.userID)]))
         var userB = b.userSession("cu")
         // Made while b was away.
         let handle = try XCTUnwrap(
@@ -242,6 +287,8 @@ final class ReplicationTests: XCTestCase {
             b.handler.code(.createUser(role: .cryptoUser, name: "erin", password: "other"), &officerB), .userExists)
         var erin = b.handler.openSession()
         XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "erin", password: "pw"), &erin), .success)
+        XCTAssertEqual(erin.userID, a.handler.userID("erin", &officerA), "one user, one id")
+        XCTAssertEqual(b.handler.code(.logout, &erin), .success)
         // The same for deleteUser.
         _ = a.handler.ok(.deleteUser(name: "erin"), &officerA)
         XCTAssertEqual(b.handler.code(.deleteUser(name: "erin"), &officerB), .success)
@@ -252,17 +299,255 @@ final class ReplicationTests: XCTestCase {
             b.handler.code(.createUser(role: .cryptoUser, name: "fay", password: "pw"), &officerB), .userExists)
     }
 
+    func testConcurrentCreationOnTwoNodesConvergesToOneID() throws {
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officerA = a.officerSession()
+        var officerB = b.officerSession()
+        // cloudhsm_mgmt_util's createUser reached both before either push arrived.
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "gil", password: "pw"), &officerA)
+        _ = b.handler.ok(.createUser(role: .cryptoUser, name: "gil", password: "pw"), &officerB)
+        let ids = [a.handler.userID("gil", &officerA), b.handler.userID("gil", &officerB)].compactMap { $0 }
+        XCTAssertEqual(Set(ids).count, 2)
+        var gilOnB = b.handler.openSession()
+        XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "gil", password: "pw"), &gilOnB), .success)
+        // The pushes cross.
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [ids[0]]))
+        try a.state.applyReplicated(b.state.exportRecords(keys: [], users: [ids[1]]))
+        let winner = try XCTUnwrap(ids.min())
+        XCTAssertEqual(a.handler.userID("gil", &officerA), winner)
+        XCTAssertEqual(b.handler.userID("gil", &officerB), winner)
+        for id in ids {
+            XCTAssertEqual(try a.state.store.userRecord(id: id), try b.state.store.userRecord(id: id))
+        }
+        // A session of the losing id ends; the name logs in as the winner.
+        XCTAssertEqual(b.handler.code(.findKeys(KeyFilter()), &gilOnB), .notLoggedIn)
+        var again = b.handler.openSession()
+        XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "gil", password: "pw"), &again), .success)
+        XCTAssertEqual(again.userID, winner)
+    }
+
+    func testAKeyOfADeletedUserArrivingLateIsNotTheNewUsersKey() throws {
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        b.state.replication = LoopbackReplication(minNodes: 1, peers: [])
+        var bob = a.userSession("bob")
+        let oldID = try XCTUnwrap(bob.userID)
+        let key = try XCTUnwrap(
+            a.handler.ok(
+                .generateSymmetricKey(
+                    keyType: .aes, byteCount: 16, label: "old", isSession: false, isExtractable: false),
+                &bob
+            ).handle)
+        // b learns of bob and of his deletion, but not (yet) of his key; a bob is made again.
+        let exported = try a.state.exportRecords(keys: [key], users: [oldID])
+        try b.state.applyReplicated(
+            PeerRecords(
+                users: exported.users.map { record in
+                    var tombstone = record
+                    tombstone.version += 1
+                    tombstone.isDeleted = true
+                    return tombstone
+                }))
+        var newBob = b.userSession("bob")
+        XCTAssertNotEqual(newBob.userID, oldID)
+        // The old bob's key arrives late: it is stored, and still not the new bob's.
+        try b.state.applyReplicated(PeerRecords(keys: exported.keys))
+        XCTAssertNotNil(b.state.object(key, sessionID: newBob.id))
+        XCTAssertEqual(b.handler.ok(.findKeys(KeyFilter()), &newBob).handles, [])
+        XCTAssertEqual(b.handler.code(.getAttributes(key), &newBob), .keyAccessDenied)
+        XCTAssertEqual(b.handler.code(.deleteKey(key), &newBob), .keyAccessDenied)
+    }
+
+    func testDeletionArrivingFromAPeerEndsSessions() throws {
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officerA = a.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "hal", password: "pw"), &officerA)
+        let id = try XCTUnwrap(a.handler.userID("hal", &officerA))
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [id]))
+        var hal = b.handler.openSession()
+        XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "hal", password: "pw"), &hal), .success)
+        let sessionKey = try XCTUnwrap(
+            b.handler.ok(
+                .generateSymmetricKey(keyType: .aes, byteCount: 16, label: "s", isSession: true, isExtractable: false),
+                &hal
+            ).handle)
+        // Logged in on b, and b answers: a refuses to delete hal.
+        let hook = LoopbackReplication(minNodes: 1, peers: [b.state])
+        a.state.replication = hook
+        let refused = a.handler.handle(.deleteUser(name: "hal"), session: &officerA)
+        XCTAssertEqual(refused.code, .userLoggedIn)
+        XCTAssertTrue(refused.detail.contains("logged in (1 session on node 2)"), refused.detail)
+        // b cannot be asked (it cannot refuse), and the tombstone still reaches it.
+        hook.answersActivity = false
+        XCTAssertEqual(a.handler.code(.deleteUser(name: "hal"), &officerA), .success)
+        XCTAssertEqual(b.handler.code(.findKeys(KeyFilter()), &hal), .notLoggedIn)
+        XCTAssertNil(b.state.object(sessionKey, sessionID: hal.id), "its session keys are gone")
+        XCTAssertEqual(
+            b.handler.code(
+                .generateSymmetricKey(keyType: .aes, byteCount: 16, label: "t", isSession: false, isExtractable: false),
+                &hal), .notLoggedIn)
+        XCTAssertEqual(b.state.activity(of: id), UserActivity(sessions: 0, ownedKeys: 0))
+    }
+
+    func testDeletingAUserThatOwnsKeysOnAPeerIsRefused() throws {
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officerA = a.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "ivy", password: "pw"), &officerA)
+        let id = try XCTUnwrap(a.handler.userID("ivy", &officerA))
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [id]))
+        // Keys made on b that have not reached a.
+        var ivy = b.handler.openSession()
+        XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "ivy", password: "pw"), &ivy), .success)
+        for label in ["k1", "k2"] {
+            _ = b.handler.ok(
+                .generateSymmetricKey(
+                    keyType: .aes, byteCount: 16, label: label, isSession: false, isExtractable: false),
+                &ivy)
+        }
+        b.handler.closeSession(&ivy)
+        a.state.replication = LoopbackReplication(minNodes: 1, peers: [b.state])
+        let refused = a.handler.handle(.deleteUser(name: "ivy"), session: &officerA)
+        XCTAssertEqual(refused.code, .userOwnsKeys)
+        XCTAssertTrue(refused.detail.hasPrefix("user ivy owns 2 keys; delete them first"), refused.detail)
+        XCTAssertEqual(a.handler.userID("ivy", &officerA), id, "nothing was deleted")
+    }
+
+    // MARK: Cluster-wide lockout
+
+    func testFailedLoginsCountOnEveryNodeAndAnOfficerUnlocksEverywhere() throws {
+        let nodes = try (1...3).map { try TestNode(nodeID: UInt8($0)) }
+        for node in nodes {
+            node.state.replication = LoopbackReplication(minNodes: 1, peers: nodes.filter { $0 !== node }.map(\.state))
+        }
+        var officer = nodes[0].officerSession()
+        _ = nodes[0].handler.ok(.createUser(role: .cryptoUser, name: "jo", password: "right"), &officer)
+        func login(_ node: Int, _ password: String) -> HSMReturnCode {
+            var session = nodes[node].handler.openSession()
+            return nodes[node].handler.code(.login(role: .cryptoUser, user: "jo", password: password), &session)
+        }
+        // The same wrong password on every node (as the tools send it) counts once.
+        for node in 0..<3 { XCTAssertEqual(login(node, "typo"), .loginFailed) }
+        XCTAssertEqual(
+            try nodes[2].state.store.failedLoginCount(userID: try XCTUnwrap(nodes[2].handler.userID("jo", &officer))), 1
+        )
+        // Four more, spread over the nodes: five in all locks jo on every node.
+        for (node, password) in [(0, "a"), (1, "b"), (2, "c"), (1, "d")] {
+            XCTAssertEqual(login(node, password), .loginFailed)
+        }
+        for node in 0..<3 {
+            XCTAssertEqual(login(node, "right"), .userLocked, "node \(node)")
+            var officerHere = nodes[node].officerSession()
+            guard case .users(let users) = nodes[node].handler.ok(.listUsers, &officerHere) else { return XCTFail() }
+            let jo = try XCTUnwrap(users.first { $0.name == "jo" })
+            XCTAssertEqual(jo.failedLogins, 5)
+            XCTAssertTrue(jo.isLocked)
+        }
+        // One officer's new password unlocks jo on every node.
+        var officerOn1 = nodes[1].officerSession()
+        XCTAssertEqual(nodes[1].handler.code(.changePassword(name: "jo", newPassword: "new"), &officerOn1), .success)
+        for node in 0..<3 { XCTAssertEqual(login(node, "new"), .success, "node \(node)") }
+    }
+
+    func testANodeThatMissedTheFailuresLearnsThemAtSync() throws {
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officer = a.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "kim", password: "right"), &officer)
+        let id = try XCTUnwrap(a.handler.userID("kim", &officer))
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [id]))
+        // b was away while kim failed five times on a.
+        for attempt in 0..<5 {
+            var session = a.handler.openSession()
+            XCTAssertEqual(
+                a.handler.code(.login(role: .cryptoUser, user: "kim", password: "w\(attempt)"), &session), .loginFailed)
+        }
+        var onB = b.handler.openSession()
+        XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "kim", password: "right"), &onB), .success)
+        b.handler.closeSession(&onB)
+        // The sync merges the logs from the inventory (b's success forgave nothing it had
+        // not seen, so a's failures still count there).
+        XCTAssertEqual(try b.state.store.merge(loginFailures: try a.state.inventory().loginFailures), 1)
+        XCTAssertEqual(b.handler.code(.login(role: .cryptoUser, user: "kim", password: "right"), &onB), .userLocked)
+        XCTAssertEqual(try b.state.store.merge(loginFailures: try a.state.inventory().loginFailures), 0, "merged once")
+    }
+
+    func testFailuresAgainstALosingIDCountAgainstTheIDKept() throws {
+        // b missed a's createUser push and made its own lem; guesses on b count against it.
+        let a = try TestNode(nodeID: 1)
+        let b = try TestNode(nodeID: 2)
+        var officerA = a.officerSession()
+        var officerB = b.officerSession()
+        _ = a.handler.ok(.createUser(role: .cryptoUser, name: "lem", password: "right"), &officerA)
+        _ = b.handler.ok(.createUser(role: .cryptoUser, name: "lem", password: "right"), &officerB)
+        let kept = try XCTUnwrap(a.handler.userID("lem", &officerA))
+        for attempt in 0..<3 {
+            var session = b.handler.openSession()
+            XCTAssertEqual(
+                b.handler.code(.login(role: .cryptoUser, user: "lem", password: "w\(attempt)"), &session), .loginFailed)
+        }
+        // a's lem (the lower id) arrives: b keeps it, and the three failures with it.
+        try b.state.applyReplicated(a.state.exportRecords(keys: [], users: [kept]))
+        XCTAssertEqual(b.handler.userID("lem", &officerB), kept)
+        XCTAssertEqual(try b.state.store.failedLoginCount(userID: kept), 3)
+        // They reach a with b's next inventory; two more guesses on a lock lem there.
+        try a.state.store.merge(loginFailures: try b.state.inventory().loginFailures)
+        for attempt in 3..<5 {
+            var session = a.handler.openSession()
+            XCTAssertEqual(
+                a.handler.code(.login(role: .cryptoUser, user: "lem", password: "w\(attempt)"), &session), .loginFailed)
+        }
+        var session = a.handler.openSession()
+        XCTAssertEqual(a.handler.code(.login(role: .cryptoUser, user: "lem", password: "right"), &session), .userLocked)
+    }
+
+    func testLoginFailureLogsMergeByMaximumAndForgiveness() throws {
+        let store = try TestNode(nodeID: 1).state.store
+        let user: UserID = 0x51
+        XCTAssertTrue(try store.recordFailedLogin(userID: user, tag: 10))
+        XCTAssertFalse(try store.recordFailedLogin(userID: user, tag: 10), "the same wrong password again")
+        XCTAssertTrue(try store.recordFailedLogin(userID: user, tag: 11))
+        // Node 2 counted three, one of them forgiven there, one the same password as here.
+        let remote = LoginFailureLog(
+            userID: user, marks: [LoginMark(node: 2, counted: 3, forgiven: 1)],
+            failures: [LoginFailure(node: 2, sequence: 2, tag: 10), LoginFailure(node: 2, sequence: 3, tag: 12)])
+        XCTAssertEqual(try store.merge(loginFailures: [remote]), 1)
+        XCTAssertEqual(try store.failedLoginCount(userID: user), 3, "tags 10, 11 and 12")
+        XCTAssertEqual(try store.merge(loginFailures: [remote]), 0)
+        // A success here forgives everything seen here; node 2's fourth failure, seen later, counts.
+        XCTAssertTrue(try store.forgiveFailedLogins(userID: user))
+        XCTAssertEqual(try store.failedLoginCount(userID: user), 0)
+        let later = LoginFailureLog(
+            userID: user, marks: [LoginMark(node: 2, counted: 4, forgiven: 1)],
+            failures: [
+                LoginFailure(node: 2, sequence: 3, tag: 12), LoginFailure(node: 2, sequence: 4, tag: 13),
+            ])
+        XCTAssertEqual(try store.merge(loginFailures: [later]), 1)
+        XCTAssertEqual(try store.failedLoginCount(userID: user), 1, "only the failure after the forgiveness")
+        let log = try store.loginFailureLog(userID: user)
+        XCTAssertEqual(
+            Set(log.marks), [LoginMark(node: 1, counted: 2, forgiven: 2), LoginMark(node: 2, counted: 4, forgiven: 3)])
+        XCTAssertEqual(log.failures, [LoginFailure(node: 2, sequence: 4, tag: 13)])
+        XCTAssertEqual(log.count, 1)
+    }
+
     // MARK: Messages
 
     func testPeerMessagesRoundTripAndRejectGarbage() throws {
         let key = PeerKeyRecord(
-            handle: 0x51, keyClass: .secretKey, keyType: .aes, label: "x", owner: "cu", isExtractable: true,
+            handle: 0x51, keyClass: .secretKey, keyType: .aes, label: "x", owner: 0x42, isExtractable: true,
             sizeInBits: 128, publicKeyInfo: [], material: [9, 9], version: 3, isDeleted: false)
         let user = PeerUserRecord(
-            id: 4, name: "cu", role: .cryptoUser, salt: [1], passwordHash: [2], iterations: 10, version: 1,
+            id: 0x42, name: "cu", role: .cryptoUser, salt: [1], passwordHash: [2], iterations: 10, version: 1,
             isDeleted: false)
+        let log = LoginFailureLog(
+            userID: 0x42, marks: [LoginMark(node: 2, counted: 3, forgiven: 1)],
+            failures: [LoginFailure(node: 2, sequence: 2, tag: 7), LoginFailure(node: 2, sequence: 3, tag: 8)])
         let requests: [PeerRequest] = [
-            .listVersions, .fetchRecords(keys: [1, 2], users: ["a"]), .pushRecords(keys: [key], users: [user]),
+            .listVersions, .fetchRecords(keys: [1, 2], users: [0x42]),
+            .pushRecords(PeerRecords(keys: [key], users: [user], loginFailures: [log])), .userActivity(0x42),
         ]
         for request in requests {
             XCTAssertEqual(
@@ -276,10 +561,11 @@ final class ReplicationTests: XCTestCase {
         }
         let inventory = PeerInventory(
             handleCounter: 7, keys: [0x51: RecordStamp(version: 3, isDeleted: true)],
-            users: ["cu": RecordStamp(version: 1, isDeleted: false, fingerprint: 42)])
+            users: [0x42: RecordStamp(version: 1, isDeleted: false, fingerprint: 42)], loginFailures: [log])
         for (operation, response) in [
             (PeerOperation.listVersions, PeerResponse(body: .inventory(inventory))),
             (.fetchRecords, PeerResponse(body: .records(PeerRecords(keys: [key], users: [user])))),
+            (.userActivity, PeerResponse(body: .activity(UserActivity(sessions: 2, ownedKeys: 5)))),
             (.pushRecords, PeerResponse(body: .stored)),
             (.pushRecords, PeerResponse.failure(HSMError(.internalError, "disk full"))),
         ] {
@@ -288,6 +574,12 @@ final class ReplicationTests: XCTestCase {
         // A count larger than the message cannot make the reader loop or allocate.
         XCTAssertThrowsError(try PeerRequest.decode(operation: 0x41, payload: [0xff, 0xff, 0xff, 0xff]))
         XCTAssertThrowsError(try PeerRequest.decode(operation: 0x4f, payload: []))
+        // A node id beyond 0...15 in a log is refused, not stored.
+        var bad = log
+        bad.marks[0].node = 16
+        XCTAssertThrowsError(
+            try PeerRequest.decode(
+                operation: 0x42, payload: PeerRequest.pushRecords(PeerRecords(loginFailures: [bad])).encodedPayload()))
     }
 
     func testEnvelopeBindsKeyOperationAndCluster() throws {

@@ -60,9 +60,10 @@ final class RequestHandlerTests: XCTestCase {
     func testLockoutAfterFiveFailuresAndUnlockByOfficer() throws {
         _ = node.userSession("bob", password: "right")
         var session = handler.openSession()
-        for _ in 0..<5 {
+        for attempt in 0..<5 {
             XCTAssertEqual(
-                handler.code(.login(role: .cryptoUser, user: "bob", password: "wrong"), &session), .loginFailed)
+                handler.code(.login(role: .cryptoUser, user: "bob", password: "wrong-\(attempt)"), &session),
+                .loginFailed)
         }
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "bob", password: "right"), &session), .userLocked)
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "bob", password: "wrong"), &session), .userLocked)
@@ -81,9 +82,9 @@ final class RequestHandlerTests: XCTestCase {
     func testParallelGuessesCannotSlipUnderTheLimit() {
         _ = node.userSession("dave", password: "right")
         let codes = Mutex<[HSMReturnCode]>([])
-        DispatchQueue.concurrentPerform(iterations: 12) { _ in
+        DispatchQueue.concurrentPerform(iterations: 12) { attempt in
             var session = handler.openSession()
-            let code = handler.code(.login(role: .cryptoUser, user: "dave", password: "wrong"), &session)
+            let code = handler.code(.login(role: .cryptoUser, user: "dave", password: "wrong-\(attempt)"), &session)
             codes.withLock { $0.append(code) }
         }
         let answers = codes.withLock { $0 }
@@ -106,16 +107,18 @@ final class RequestHandlerTests: XCTestCase {
 
     func testSuccessResetsFailureCount() {
         _ = node.userSession("carol", password: "pw")
-        for _ in 0..<4 {
+        for attempt in 0..<4 {
             var session = handler.openSession()
             XCTAssertEqual(
-                handler.code(.login(role: .cryptoUser, user: "carol", password: "no"), &session), .loginFailed)
+                handler.code(.login(role: .cryptoUser, user: "carol", password: "no-\(attempt)"), &session),
+                .loginFailed)
         }
         var session = handler.openSession()
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "carol", password: "pw"), &session), .success)
-        for _ in 0..<4 {
+        for attempt in 4..<8 {
             var other = handler.openSession()
-            XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "carol", password: "no"), &other), .loginFailed)
+            XCTAssertEqual(
+                handler.code(.login(role: .cryptoUser, user: "carol", password: "no-\(attempt)"), &other), .loginFailed)
         }
         var last = handler.openSession()
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "carol", password: "pw"), &last), .success)
@@ -142,11 +145,15 @@ final class RequestHandlerTests: XCTestCase {
         guard case .users(let users) = handler.ok(.listUsers, &dave) else { return XCTFail("no users") }
         XCTAssertEqual(users.map(\.name), ["admin", "dave"])
 
-        // A second officer makes deleting the first possible; the last one stays.
+        // A second officer makes deleting the first possible once it logged out; the last one stays.
         XCTAssertEqual(
             handler.code(.createUser(role: .cryptoOfficer, name: "officer2", password: "pw"), &officer), .success)
         var second = handler.openSession()
         XCTAssertEqual(handler.code(.login(role: .cryptoOfficer, user: "officer2", password: "pw"), &second), .success)
+        XCTAssertEqual(handler.code(.deleteUser(name: "admin"), &second), .userLoggedIn)
+        XCTAssertEqual(handler.code(.deleteUser(name: "dave"), &second), .userLoggedIn)
+        XCTAssertEqual(handler.code(.logout, &officer), .success)
+        XCTAssertEqual(handler.code(.logout, &dave), .success)
         XCTAssertEqual(handler.code(.deleteUser(name: "admin"), &second), .success)
         XCTAssertEqual(handler.code(.deleteUser(name: "dave"), &second), .success)
         XCTAssertEqual(
@@ -155,6 +162,71 @@ final class RequestHandlerTests: XCTestCase {
         XCTAssertEqual(handler.code(.deleteUser(name: "officer2"), &second), .permissionDenied)
         var gone = handler.openSession()
         XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "dave", password: "pw2"), &gone), .loginFailed)
+    }
+
+    func testDeleteUserRulesAndANewUserOfTheSameName() throws {
+        var bob = node.userSession("bob")
+        let oldID = try XCTUnwrap(bob.userID)
+        let pair = try XCTUnwrap(
+            handler.ok(
+                .generateRSAKeyPair(
+                    modulusBits: 2048, publicExponent: 65537, label: "b", isSession: false, isExtractable: false),
+                &bob
+            ).pair)
+        let secret = try XCTUnwrap(
+            handler.ok(
+                .generateSymmetricKey(keyType: .aes, byteCount: 16, label: "b", isSession: false, isExtractable: false),
+                &bob
+            ).handle)
+        var officer = node.officerSession()
+        let owns = handler.handle(.deleteUser(name: "bob"), session: &officer)
+        XCTAssertEqual(owns.code, .userOwnsKeys)
+        XCTAssertEqual(
+            owns.detail,
+            "user bob owns 3 keys; delete them first, logged in as bob with key_mgmt_util deleteKey")
+        for handle in [pair.publicKey, pair.privateKey, secret] {
+            XCTAssertEqual(handler.code(.deleteKey(handle), &bob), .success)
+        }
+        let busy = handler.handle(.deleteUser(name: "bob"), session: &officer)
+        XCTAssertEqual(busy.code, .userLoggedIn)
+        XCTAssertEqual(busy.detail, "user bob is logged in (1 session on node 5); it must log out first")
+        XCTAssertEqual(handler.code(.logout, &bob), .success)
+        XCTAssertEqual(handler.code(.deleteUser(name: "bob"), &officer), .success)
+        XCTAssertEqual(handler.code(.deleteUser(name: "bob"), &officer), .userNotFound)
+
+        // A new bob is a new user: a new id, none of the old bob's keys.
+        var newBob = node.userSession("bob")
+        let newID = try XCTUnwrap(newBob.userID)
+        XCTAssertNotEqual(newID, oldID)
+        XCTAssertEqual(handler.userID("bob", &officer), newID)
+        XCTAssertEqual(handler.ok(.findKeys(KeyFilter()), &newBob).handles, [])
+        let digest = [UInt8](repeating: 1, count: 32)
+        XCTAssertEqual(
+            handler.code(.sign(key: pair.privateKey, mechanism: .pkcs1(digest: .sha256), data: digest), &newBob),
+            .invalidHandle)
+        let made = try XCTUnwrap(
+            handler.ok(
+                .generateSymmetricKey(keyType: .aes, byteCount: 16, label: "n", isSession: false, isExtractable: false),
+                &newBob
+            ).handle)
+        guard case .attributes(let attributes) = handler.ok(.getAttributes(made), &newBob) else {
+            return XCTFail("no attributes")
+        }
+        XCTAssertEqual(attributes.owner, newID, "getAttributes names the owner by the id listUsers shows")
+    }
+
+    func testTheSameWrongPasswordCountsOnce() throws {
+        _ = node.userSession("lee", password: "right")
+        for _ in 0..<7 {
+            var session = handler.openSession()
+            XCTAssertEqual(
+                handler.code(.login(role: .cryptoUser, user: "lee", password: "typo"), &session), .loginFailed)
+        }
+        var officer = node.officerSession()
+        guard case .users(let users) = handler.ok(.listUsers, &officer) else { return XCTFail("no users") }
+        XCTAssertEqual(users.first { $0.name == "lee" }?.failedLogins, 1)
+        var session = handler.openSession()
+        XCTAssertEqual(handler.code(.login(role: .cryptoUser, user: "lee", password: "right"), &session), .success)
     }
 
     // MARK: Keys
