@@ -1,0 +1,34 @@
+// Limits on what a user may ask of the cluster, shared so that the tools and the
+// provider refuse bad input themselves, with a message that names the limit, instead of
+// sending it and relaying whatever a node makes of it.
+
+/// User names as the nodes accept them when a user is created.
+public enum UserName {
+    /// Longer names cannot exist on a node (and the wire refuses more than 64 bytes).
+    public static let maximumLength = 32
+
+    /// Why `name` cannot be a user name, without repeating it (it may be huge); nil when
+    /// its length is fine. The characters allowed are the node's to check.
+    public static func problem(_ name: String) -> String? {
+        let length = name.utf8.count
+        if length == 0 { return "the user name is empty" }
+        guard length <= maximumLength else {
+            return "the user name is \(length) bytes long; user names are at most \(maximumLength) bytes"
+        }
+        return nil
+    }
+}
+
+/// The public exponents the nodes use for new RSA keys.
+public enum RSAPublicExponent {
+    public static let `default`: UInt64 = 65537
+    public static let minimum: UInt64 = 3
+    /// Larger exponents only slow every public-key operation down, and some libraries
+    /// refuse them.
+    public static let maximum: UInt64 = 0xFFFF_FFFF
+    public static let allowedDescription = "an odd number from 3 to 4294967295 (65537 is usual)"
+
+    public static func isAllowed(_ exponent: UInt64) -> Bool {
+        exponent >= minimum && exponent <= maximum && exponent & 1 == 1
+    }
+}
