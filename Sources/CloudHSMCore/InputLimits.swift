@@ -32,3 +32,22 @@ public enum RSAPublicExponent {
         exponent >= minimum && exponent <= maximum && exponent & 1 == 1
     }
 }
+
+/// A block for a raw (unpadded) RSA private operation: exactly as long as the modulus
+/// and, as a number, smaller than it. Anything else is an invalid argument, never an
+/// internal error.
+public enum RawRSABlock {
+    /// Why `input` cannot be raw-signed with a key of this modulus (unsigned big-endian,
+    /// leading zeros allowed); nil when it can.
+    public static func problem(_ input: [UInt8], modulus: [UInt8]) -> String? {
+        let n = modulus.drop(while: { $0 == 0 })
+        guard input.count == n.count else {
+            return "raw input is \(input.count) bytes, the modulus is \(n.count)"
+        }
+        // Same length, big-endian: the first differing byte decides.
+        for (a, b) in zip(input, n) where a != b {
+            return a < b ? nil : "raw input is not smaller than the modulus, as a raw RSA block must be"
+        }
+        return "raw input is not smaller than the modulus, as a raw RSA block must be"
+    }
+}
