@@ -14,6 +14,7 @@ typealias CoreBIOReadEx =
     @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int, UnsafeMutablePointer<Int>?)
     -> Int32
 typealias CoreBIOWriteEx = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int, UnsafeMutablePointer<Int>?) -> Int32
+typealias CoreBIOCtrl = @convention(c) (OpaquePointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int32
 
 /// What the core gave us. Written once in `OSSL_provider_init`, read afterwards.
 struct CoreFunctions {
@@ -25,6 +26,8 @@ struct CoreFunctions {
     var vsetError: (@convention(c) () -> Void)?
     var bioReadEx: CoreBIOReadEx?
     var bioWriteEx: CoreBIOWriteEx?
+    /// BIO_tell and BIO_seek on a decoder's input.
+    var bioCtrl: CoreBIOCtrl?
 
     init(handle: OpaquePointer?, dispatch: UnsafePointer<OSSL_DISPATCH>?) {
         self.handle = handle
@@ -38,6 +41,7 @@ struct CoreFunctions {
             case OSSL_FUNC_CORE_VSET_ERROR: vsetError = function
             case OSSL_FUNC_BIO_READ_EX: bioReadEx = unsafeBitCast(function, to: CoreBIOReadEx.self)
             case OSSL_FUNC_BIO_WRITE_EX: bioWriteEx = unsafeBitCast(function, to: CoreBIOWriteEx.self)
+            case OSSL_FUNC_BIO_CTRL: bioCtrl = unsafeBitCast(function, to: CoreBIOCtrl.self)
             default: break
             }
             entry = current + 1
@@ -61,20 +65,6 @@ struct CoreFunctions {
             }
         }
         return result
-    }
-
-    /// Reads everything from a core BIO (a decoder's input).
-    func readAll(_ bio: OpaquePointer?, limit: Int = 1 << 20) -> [UInt8]? {
-        guard let bioReadEx else { return nil }
-        var data: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while data.count <= limit {
-            var got = 0
-            let ok = chunk.withUnsafeMutableBytes { bioReadEx(bio, $0.baseAddress, $0.count, &got) }
-            if ok == 0 || got == 0 { break }
-            data += chunk[0..<got]
-        }
-        return data
     }
 
     /// Writes bytes to a core BIO (an encoder's output).
