@@ -51,3 +51,46 @@ public enum RawRSABlock {
         return "raw input is not smaller than the modulus, as a raw RSA block must be"
     }
 }
+
+extension StringProtocol {
+    /// The text with control characters written as escapes (`\0`, `\n`, `\x1b`), for
+    /// messages that repeat what a file or a user supplied: a NUL would cut the message
+    /// short once it reaches C, and terminal controls would act on the reader's screen.
+    public var escapingControlCharacters: String {
+        guard unicodeScalars.contains(where: \.isControl) else { return String(self) }
+        var out = ""
+        for scalar in unicodeScalars {
+            switch scalar {
+            case "\0": out += "\\0"
+            case "\t": out += "\\t"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case _ where scalar.isControl:
+                let hex = String(scalar.value, radix: 16)
+                out += scalar.value < 0x100 ? "\\x" + (hex.count < 2 ? "0" : "") + hex : "\\u{\(hex)}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    /// At most `limit` UTF-8 bytes of the text, cut at a character and marked as cut.
+    public func truncated(toUTF8Bytes limit: Int) -> String {
+        guard utf8.count > limit else { return String(self) }
+        var kept = ""
+        var used = 0
+        let marker = "... (\(utf8.count) bytes in all)"
+        for scalar in unicodeScalars {
+            let size = String(scalar).utf8.count
+            guard used + size + marker.utf8.count <= limit else { break }
+            kept.unicodeScalars.append(scalar)
+            used += size
+        }
+        return kept + marker
+    }
+}
+
+extension Unicode.Scalar {
+    /// C0 controls, DEL and C1 controls.
+    fileprivate var isControl: Bool { value < 0x20 || (0x7f...0x9f).contains(value) }
+}

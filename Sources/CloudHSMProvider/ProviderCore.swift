@@ -3,6 +3,7 @@
 // callbacks do not receive the provider context but still need them.
 
 import COpenSSL
+import CloudHSMCore
 import Glibc
 
 typealias CoreGetParams = @convention(c) (OpaquePointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
@@ -92,8 +93,14 @@ func raise(_ error: ProviderError, file: StaticString = #fileID, line: UInt = #l
     guard let newError = core.newError, let vsetError = core.vsetError else { return }
     newError(core.handle)
     core.setErrorDebug?(core.handle, cString(file), Int32(line), cString(function))
-    cshim_vset_error(vsetError, core.handle, error.reason.rawValue, error.message)
+    // OpenSSL keeps at most 1023 bytes of an error's text and keeps none at all when the
+    // text is longer; a NUL would cut it anywhere: so escape, then cut visibly.
+    let message = error.message.escapingControlCharacters.truncated(toUTF8Bytes: maximumErrorText)
+    cshim_vset_error(vsetError, core.handle, error.reason.rawValue, message)
 }
+
+/// What of an error message reaches OpenSSL's error queue (its buffer is 1024 bytes).
+let maximumErrorText = 1000
 
 /// Set CLOUDHSM_PROVIDER_TRACE=1 to see, on stderr, which provider functions OpenSSL
 /// calls and what they answer: the quickest way to see why a key does not load.

@@ -194,7 +194,10 @@ extension KeyManagementShell {
         do {
             keyData = try RSAPrivateKey.parse(fileContents: contents, context: crypto).pkcs8DER()
         } catch {
-            print("Error: \(path) is not an RSA private key (PEM or DER, PKCS#1 or PKCS#8): \(error)")
+            // The reason may quote the file (a PEM label): no control character is printed.
+            print(
+                "Error: \(path) is not an RSA private key (PEM or DER, PKCS#1 or PKCS#8): "
+                    + "\(error)".escapingControlCharacters)
             markFailed()
             return
         }
