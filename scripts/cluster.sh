@@ -201,15 +201,15 @@ init_nodes() {
         (umask 077 && random_password >"$CO_PASSWORD_FILE")
     fi
     chmod 600 "$CO_PASSWORD_FILE"
-    local co_pw n out
-    co_pw="$(<"$CO_PASSWORD_FILE")"
+    local n out
     for n in "${!PORTS[@]}"; do
         [[ -f "$CLUSTER_DIR/node$n/master.key" ]] && continue
         [[ -e "$CLUSTER_DIR/node$n" ]] &&
             die "$CLUSTER_DIR/node$n exists but has no master.key: a failed init? remove it and start again"
         log "initialising node $n (hsmd init, data in $CLUSTER_DIR/node$n)"
+        # The password goes by file, never on the command line, where ps shows it.
         if ! out="$("$HSMD" init --data-dir "$CLUSTER_DIR/node$n" --node-id "$n" \
-            --cluster-id "$CLUSTER_ID" --co-password "$co_pw" ${HSMD_INIT_ARGS:-} 2>&1)"; then
+            --cluster-id "$CLUSTER_ID" --co-password-file "$CO_PASSWORD_FILE" ${HSMD_INIT_ARGS:-} 2>&1)"; then
             printf '%s\n' "$out" >&2
             die "hsmd init failed for node $n"
         fi

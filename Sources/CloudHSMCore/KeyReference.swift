@@ -61,21 +61,18 @@ public struct KeyReference: Equatable, Sendable {
     /// Finds the key reference block in PEM text, which may hold other blocks before it
     /// (a certificate and key in one file, as HAProxy keeps them).
     public init(pem text: String) throws {
-        let begin = "-----BEGIN \(Self.pemLabel)-----"
-        let end = "-----END \(Self.pemLabel)-----"
-        guard let beginRange = text.range(of: begin) else { throw KeyReferenceError.notAKeyReference }
-        guard let endRange = text[beginRange.upperBound...].range(of: end) else {
-            throw KeyReferenceError.malformed("the PEM block has no END line")
+        let bytes = Array(text.utf8)
+        switch Self.scan(bytes) {
+        case .found(let block): try self.init(pemBlock: bytes[block])
+        case .unterminated: throw KeyReferenceError.malformed("the PEM block has no END line")
+        case .absent: throw KeyReferenceError.notAKeyReference
         }
-        guard let der = Base64.decode(text[beginRange.upperBound..<endRange.lowerBound]) else {
-            throw KeyReferenceError.malformed("the PEM block is not valid base64")
-        }
-        try self.init(der: der)
     }
 
     /// True when the text holds a key reference block, whatever else it holds.
     public static func isPresent(in text: String) -> Bool {
-        text.range(of: "-----BEGIN \(pemLabel)-----") != nil
+        if case .absent = scan(Array(text.utf8)) { return false }
+        return true
     }
 }
 
@@ -88,22 +85,5 @@ public enum KeyReferenceError: Error, Equatable, Sendable, CustomStringConvertib
         case .notAKeyReference: return "no \(KeyReference.pemLabel) block found"
         case .malformed(let reason): return "malformed CloudHSM key reference: \(reason)"
         }
-    }
-}
-
-extension StringProtocol {
-    /// `range(of:)` without Foundation.
-    func range(of needle: String) -> Range<Index>? {
-        let needleUTF8 = Array(needle.utf8)
-        guard !needleUTF8.isEmpty else { return nil }
-        var index = startIndex
-        while index < endIndex {
-            if self[index...].utf8.starts(with: needleUTF8) {
-                let upper = self.utf8.index(index, offsetBy: needleUTF8.count)
-                return index..<upper
-            }
-            index = self.index(after: index)
-        }
-        return nil
     }
 }

@@ -42,9 +42,10 @@ enum KeyReferenceEncoder {
         var text: String
         if let reference = key.reference {
             text = "CloudHSM RSA private key reference: (\(key.bits) bit)\n"
-            text += "cluster: \(reference.clusterID)\n"
+            // Both come from the key file: no control character reaches the terminal.
+            text += "cluster: \(reference.clusterID.escapingControlCharacters)\n"
             text += "handle: \(reference.handle)\n"
-            if let label = reference.label { text += "label: \(label)\n" }
+            if let label = reference.label { text += "label: \(label.escapingControlCharacters)\n" }
             text += "(the private key stays in the HSM cluster)\n"
         } else {
             text = "RSA Public-Key: (\(key.bits) bit)\n"

@@ -78,30 +78,72 @@ final class KeyService: Sendable {
     private func confirm(_ key: ProviderKey, reference: KeyReference, with client: ClusterClient) throws {
         let pid = getpid()
         guard key.confirmedInProcess.load(ordering: .acquiring) != pid else { return }
+        // The cluster id and label come from the key file: shown escaped and cut short,
+        // so the rest of the message survives whatever the file holds.
+        let cluster = Self.shown(reference.clusterID)
         guard reference.clusterID == client.configuration.clusterID else {
             throw ProviderError(
                 .keyFromAnotherCluster,
-                "the key file names cluster '\(reference.clusterID)', but this client is configured for "
-                    + "'\(client.configuration.clusterID)' (\(client.configuration.source))")
+                "the key file names cluster '\(cluster)', but this client is configured for "
+                    + "'\(Self.shown(client.configuration.clusterID))' (\(client.configuration.source))")
         }
         let result = client.perform(.getAttributes(reference.handle), key: reference.handle).result
         if case .failure(let error) = result, error.code == .invalidHandle || error.code == .keyAccessDenied {
             throw ProviderError(
                 .keyNotFound,
-                "key handle \(reference.handle)\(reference.label.map { " (\($0))" } ?? "") is not on cluster "
-                    + "'\(reference.clusterID)' for this user: \(error.code.meaning)")
+                "key handle \(reference.handle)\(reference.label.map { " (\(Self.shown($0)))" } ?? "") "
+                    + "is not on cluster '\(cluster)' for this user: \(error.code.meaning)")
         }
         guard case .attributes(let attributes) = try body(result, doing: "looking up key handle \(reference.handle)")
         else {
             throw ProviderError(.hsmOperationFailed, "looking up key handle \(reference.handle): unexpected answer")
         }
-        guard attributes.keyClass == .privateKey, attributes.publicKeyInfo == reference.publicKeyInfo else {
+        guard attributes.keyClass == .privateKey, attributes.keyType == .rsa else {
+            var message =
+                "key handle \(reference.handle) on cluster '\(cluster)' is \(attributes.kindDescription), "
+                + "not an RSA private key"
+            if attributes.keyClass == .publicKey,
+                let privateHandle = privateKeyHandle(pairedWith: attributes, near: reference.handle, client: client)
+            {
+                message += "; the private key of this pair is handle \(privateHandle)"
+            }
+            throw ProviderError(.keyNotFound, message)
+        }
+        guard attributes.publicKeyInfo == reference.publicKeyInfo else {
             throw ProviderError(
                 .publicKeyMismatch,
-                "key handle \(reference.handle) on cluster '\(reference.clusterID)' holds a different key than the "
+                "key handle \(reference.handle) on cluster '\(cluster)' holds a different key than the "
                     + "key file says")
         }
         key.confirmedInProcess.store(pid, ordering: .releasing)
+    }
+
+    /// Text from a key file or configuration, as messages show it.
+    private static func shown(_ text: String) -> String {
+        text.escapingControlCharacters.truncated(toUTF8Bytes: 120)
+    }
+
+    /// The private key with the same public key as `publicKey`, among this user's private
+    /// keys of the same label (a pair shares its label): a few requests, made only on
+    /// this error path; nil when there is none or it cannot be told cheaply.
+    private func privateKeyHandle(pairedWith publicKey: KeyAttributes, near handle: KeyHandle, client: ClusterClient)
+        -> KeyHandle?
+    {
+        var filter = KeyFilter()
+        filter.keyClass = .privateKey
+        filter.keyType = .rsa
+        filter.label = publicKey.label
+        guard case .success(let response) = client.perform(.findKeys(filter), key: handle).result,
+            case .handles(let candidates) = response.body
+        else { return nil }
+        for candidate in candidates.prefix(8) {
+            if case .success(let answer) = client.perform(.getAttributes(candidate), key: candidate).result,
+                case .attributes(let attributes) = answer.body, attributes.publicKeyInfo == publicKey.publicKeyInfo
+            {
+                return candidate
+            }
+        }
+        return nil
     }
 
     /// Reads the cluster configuration and trust anchor into memory, without touching
@@ -132,11 +174,17 @@ final class KeyService: Sendable {
         if !client.isLoggedIn {
             // Each node's connection logs in on first use; a wrong password shows up as
             // the operation's loginFailed answer.
+            let credentials: Credentials
             do {
-                client.useCredentials(try initialCredentials ?? Credentials.fromEnvironment())
+                credentials = try initialCredentials ?? Credentials.fromEnvironment()
             } catch {
                 throw ProviderError(.notLoggedIn, "\(error)")
             }
+            // A name no node can hold is refused here, without repeating it.
+            if let problem = UserName.problem(credentials.user) {
+                throw ProviderError(.notLoggedIn, "n3fips_password (or CLOUDHSM_PIN): \(problem)")
+            }
+            client.useCredentials(credentials)
         }
         return client
     }
@@ -157,5 +205,24 @@ final class KeyService: Sendable {
             throw ProviderError(.hsmOperationFailed, "\(what): unexpected answer")
         }
         return bytes
+    }
+}
+
+extension KeyAttributes {
+    /// "a public RSA key", "a secret AES key": what a handle holds, for messages.
+    fileprivate var kindDescription: String {
+        let kind: String
+        switch keyClass {
+        case .publicKey: kind = "a public"
+        case .privateKey: kind = "a private"
+        case .secretKey: kind = "a secret"
+        }
+        let type: String
+        switch keyType {
+        case .rsa: type = "RSA"
+        case .aes: type = "AES"
+        case .genericSecret: type = "generic secret"
+        }
+        return "\(kind) \(type) key"
     }
 }

@@ -3,6 +3,7 @@
 // callbacks do not receive the provider context but still need them.
 
 import COpenSSL
+import CloudHSMCore
 import Glibc
 
 typealias CoreGetParams = @convention(c) (OpaquePointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
@@ -14,6 +15,7 @@ typealias CoreBIOReadEx =
     @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int, UnsafeMutablePointer<Int>?)
     -> Int32
 typealias CoreBIOWriteEx = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int, UnsafeMutablePointer<Int>?) -> Int32
+typealias CoreBIOCtrl = @convention(c) (OpaquePointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int32
 
 /// What the core gave us. Written once in `OSSL_provider_init`, read afterwards.
 struct CoreFunctions {
@@ -25,6 +27,8 @@ struct CoreFunctions {
     var vsetError: (@convention(c) () -> Void)?
     var bioReadEx: CoreBIOReadEx?
     var bioWriteEx: CoreBIOWriteEx?
+    /// BIO_tell and BIO_seek on a decoder's input.
+    var bioCtrl: CoreBIOCtrl?
 
     init(handle: OpaquePointer?, dispatch: UnsafePointer<OSSL_DISPATCH>?) {
         self.handle = handle
@@ -38,6 +42,7 @@ struct CoreFunctions {
             case OSSL_FUNC_CORE_VSET_ERROR: vsetError = function
             case OSSL_FUNC_BIO_READ_EX: bioReadEx = unsafeBitCast(function, to: CoreBIOReadEx.self)
             case OSSL_FUNC_BIO_WRITE_EX: bioWriteEx = unsafeBitCast(function, to: CoreBIOWriteEx.self)
+            case OSSL_FUNC_BIO_CTRL: bioCtrl = unsafeBitCast(function, to: CoreBIOCtrl.self)
             default: break
             }
             entry = current + 1
@@ -61,20 +66,6 @@ struct CoreFunctions {
             }
         }
         return result
-    }
-
-    /// Reads everything from a core BIO (a decoder's input).
-    func readAll(_ bio: OpaquePointer?, limit: Int = 1 << 20) -> [UInt8]? {
-        guard let bioReadEx else { return nil }
-        var data: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while data.count <= limit {
-            var got = 0
-            let ok = chunk.withUnsafeMutableBytes { bioReadEx(bio, $0.baseAddress, $0.count, &got) }
-            if ok == 0 || got == 0 { break }
-            data += chunk[0..<got]
-        }
-        return data
     }
 
     /// Writes bytes to a core BIO (an encoder's output).
@@ -102,8 +93,14 @@ func raise(_ error: ProviderError, file: StaticString = #fileID, line: UInt = #l
     guard let newError = core.newError, let vsetError = core.vsetError else { return }
     newError(core.handle)
     core.setErrorDebug?(core.handle, cString(file), Int32(line), cString(function))
-    cshim_vset_error(vsetError, core.handle, error.reason.rawValue, error.message)
+    // OpenSSL keeps at most 1023 bytes of an error's text and keeps none at all when the
+    // text is longer; a NUL would cut it anywhere: so escape, then cut visibly.
+    let message = error.message.escapingControlCharacters.truncated(toUTF8Bytes: maximumErrorText)
+    cshim_vset_error(vsetError, core.handle, error.reason.rawValue, message)
 }
+
+/// What of an error message reaches OpenSSL's error queue (its buffer is 1024 bytes).
+let maximumErrorText = 1000
 
 /// Set CLOUDHSM_PROVIDER_TRACE=1 to see, on stderr, which provider functions OpenSSL
 /// calls and what they answer: the quickest way to see why a key does not load.

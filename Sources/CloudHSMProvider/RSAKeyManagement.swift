@@ -187,8 +187,20 @@ enum RSAKeyManagement {
             context.primes = Int(primes)
         }
         if reader.contains("e") {
-            guard let e = reader.bigNumber("e"), e.count <= 8 else { return false }
-            context.publicExponent = e.reduce(0) { $0 << 8 | UInt64($1) }
+            // Refused here, with the range, rather than as a failed key generation later.
+            guard let e = reader.bigNumber("e") else { return false }
+            let digits = e.drop(while: { $0 == 0 })
+            let exponent = digits.count <= 8 ? digits.reduce(0) { $0 << 8 | UInt64($1) } : nil
+            guard let exponent, RSAPublicExponent.isAllowed(exponent) else {
+                let shown = exponent.map { "\($0)" } ?? "a number of \(digits.count) bytes"
+                raise(
+                    ProviderError(
+                        .unsupported,
+                        "the HSMs make RSA keys with a public exponent that is \(RSAPublicExponent.allowedDescription), "
+                            + "not \(shown)"))
+                return false
+            }
+            context.publicExponent = exponent
         }
         return true
     }

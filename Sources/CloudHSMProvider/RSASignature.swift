@@ -61,8 +61,9 @@ final class SignatureContext {
         return twin
     }
 
-    /// What the HSM is asked to do with an input of `length` bytes.
-    func mechanism(inputLength length: Int, key: ProviderKey) throws -> SignMechanism {
+    /// What the HSM is asked to do with `input`.
+    func mechanism(input: [UInt8], key: ProviderKey) throws -> SignMechanism {
+        let length = input.count
         switch padding {
         case RSA_PKCS1_PADDING:
             guard let digest else { return .pkcs1(digest: .none) }
@@ -79,8 +80,8 @@ final class SignatureContext {
                 digest: digest, mgf1Digest: mgf1Digest ?? digest,
                 saltLength: UInt32(try effectiveSaltLength(for: digest, key: key)))
         case RSA_NO_PADDING:
-            guard length == key.size else {
-                throw ProviderError(.invalidInput, "raw RSA input is \(length) bytes, the modulus is \(key.size)")
+            if let problem = RawRSABlock.problem(input, modulus: key.modulus) {
+                throw ProviderError(.invalidInput, problem)
             }
             return .raw
         default:
@@ -310,7 +311,7 @@ enum RSASignature {
             guard capacity >= key.size else {
                 throw ProviderError(.invalidInput, "signature buffer of \(capacity) bytes is smaller than \(key.size)")
             }
-            let mechanism = try context.mechanism(inputLength: input.count, key: key)
+            let mechanism = try context.mechanism(input: input, key: key)
             trace("sign: key handle \(key.reference?.handle ?? 0), \(mechanism), \(input.count) bytes")
             let result = try runtime.keys.sign(key, mechanism: mechanism, input: input)
             guard result.count <= capacity else {

@@ -19,8 +19,28 @@ public enum HSMDCommand: Equatable {
         public var dataDirectory: String
         public var nodeID: UInt8
         public var clusterID: String
-        public var coPassword: String
+        public var coPassword: PasswordSource
         public var passwordIterations: Int
+    }
+
+    /// Where `hsmd init` takes the crypto officer's password from.
+    public enum PasswordSource: Equatable {
+        /// `--co-password PW`: visible to every user of the machine (ps, /proc) while
+        /// init runs; kept for compatibility.
+        case argument(String)
+        /// `--co-password-file FILE`: the file's only line; the file must be mode 0600.
+        case file(String)
+        /// `--co-password-file -`: standard input (typed without echo on a terminal).
+        case standardInput
+
+        /// Reads the password where it is. Files are checked like every secret file.
+        public func read() throws -> String {
+            switch self {
+            case .argument(let password): return password
+            case .file(let path): return try SecretFile.readPassword(path, what: "the CO password")
+            case .standardInput: return try SecretFile.readPassword("-", what: "the CO password")
+            }
+        }
     }
 
     public struct RunOptions: Equatable {
@@ -49,11 +69,14 @@ public enum HSMDCommand: Equatable {
 
     public static let usage = """
         usage:
-          hsmd init --data-dir DIR --node-id N --cluster-id ID --co-password PW
+          hsmd init --data-dir DIR --node-id N --cluster-id ID --co-password-file FILE
                     [--password-iterations N]
               Creates DIR (0700), the SQLite store, the 32-byte master key (DIR/master.key,
-              0600) and the crypto officer "admin" with password PW. Refuses an already
-              initialised DIR. N is 0...15.
+              0600) and the crypto officer "admin" with the password in FILE (its only
+              line; mode 0600, like every secret file; FILE - reads standard input).
+              Refuses an already initialised DIR. N is 0...15.
+              --co-password PW      instead of --co-password-file: works, but every user of
+                                    the machine can read PW (ps, /proc) while init runs
           hsmd run --data-dir DIR --listen HOST:PORT --cert FILE --key FILE --ca FILE
                    [--workers N] [--queue N] [--max-ops-per-second N] [--password-iterations N]
                    [--peer N=HOST:PORT ...] [--cluster-key FILE] [--min-nodes N]
@@ -136,10 +159,22 @@ public enum HSMDCommand: Equatable {
         switch verb {
         case "init":
             guard let nodeID = try integer("--node-id", 0...15) else { throw UsageError("missing --node-id") }
+            let password: PasswordSource
+            switch (flags["--co-password"], flags["--co-password-file"]) {
+            case (.some, .some):
+                throw UsageError("give --co-password-file or --co-password, not both")
+            case (.some, nil):
+                password = .argument(try take("--co-password"))
+            case (nil, .some):
+                let path = try take("--co-password-file")
+                password = path == "-" ? .standardInput : .file(path)
+            case (nil, nil):
+                throw UsageError("missing --co-password-file (or --co-password)")
+            }
             command = .initialize(
                 InitOptions(
                     dataDirectory: try take("--data-dir"), nodeID: UInt8(nodeID), clusterID: try take("--cluster-id"),
-                    coPassword: try take("--co-password"),
+                    coPassword: password,
                     passwordIterations: try integer("--password-iterations", 1...10_000_000)
                         ?? NodeState.defaultPasswordIterations))
         case "run":

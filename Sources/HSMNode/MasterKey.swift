@@ -22,14 +22,16 @@ enum MasterKey {
         return key
     }
 
+    /// Reads the key, refusing a file that group or others may read (as every secret
+    /// file: SecretFile).
     static func load(directory: String) throws -> [UInt8] {
         let path = directory + "/" + fileName
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StoreError("cannot read \(path): run 'hsmd init' for this data directory first")
+        let key = try SecretFile.read(
+            path, what: "the master key", missing: "run 'hsmd init' for this data directory first")
+        guard key.count == length else {
+            throw StoreError(
+                "the master key \(path) is damaged: it holds \(key.count) bytes, a master key is \(length)")
         }
-        guard data.count == length else {
-            throw StoreError("\(path) is damaged: it holds \(data.count) bytes, a master key is \(length)")
-        }
-        return [UInt8](data)
+        return key
     }
 }

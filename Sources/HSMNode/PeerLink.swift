@@ -11,19 +11,9 @@ public enum ClusterKey {
     public static let length = 32
 
     /// Reads DIR/cluster.key-style files: 32 raw bytes or 64 hex digits (a trailing
-    /// newline is allowed). Refuses files that group or others can read.
+    /// newline is allowed). Refuses files that group or others can read (SecretFile).
     public static func load(path: String) throws -> [UInt8] {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw StoreError("cannot read the cluster key \(path): \(String(cString: strerror(errno)))")
-        }
-        guard info.st_mode & 0o077 == 0 else {
-            throw StoreError("the cluster key \(path) is readable by group or others: chmod 600 it")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StoreError("cannot read the cluster key \(path)")
-        }
-        let bytes = [UInt8](data)
+        let bytes = try SecretFile.read(path, what: "the cluster key")
         if bytes.count == length { return bytes }
         let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if text.utf8.count == 2 * length {

@@ -222,8 +222,10 @@ public final class RequestHandler: @unchecked Sendable {
             guard [2048, 3072, 4096].contains(bits) else {
                 throw HSMError(.invalidArgument, "RSA keys are 2048, 3072 or 4096 bits")
             }
-            guard exponent >= 3, exponent & 1 == 1 else {
-                throw HSMError(.invalidArgument, "the public exponent must be odd and at least 3")
+            guard RSAPublicExponent.isAllowed(exponent) else {
+                throw HSMError(
+                    .invalidArgument,
+                    "the public exponent \(exponent) is not \(RSAPublicExponent.allowedDescription)")
             }
             let privateKey = try executor.run {
                 try RSAPrivateKey.generate(bits: Int(bits), publicExponent: exponent, context: context)
@@ -296,6 +298,10 @@ public final class RequestHandler: @unchecked Sendable {
                 try mechanism.checkInput(length: data.count, modulusLength: privateKey.modulusLength)
             } catch {
                 throw HSMError(.invalidArgument, "\(error)")
+            }
+            // A raw block not below n would fail inside OpenSSL, as an internal error.
+            if mechanism == .raw, let problem = RawRSABlock.problem(data, modulus: privateKey.modulus) {
+                throw HSMError(.invalidArgument, problem)
             }
             let signature = try executor.run { () throws -> [UInt8] in
                 do {

@@ -27,8 +27,9 @@ final class DigestTable {
 }
 
 extension SignMechanism {
-    /// Checks the input length against what the mechanism signs, before OpenSSL sees it.
-    func validate(inputLength: Int, modulusLength: Int) throws {
+    /// Checks the input against what the mechanism signs, before OpenSSL sees it: a raw
+    /// block must also be smaller than `modulus`, when it is given.
+    func validate(inputLength: Int, modulusLength: Int, rawInput: (bytes: [UInt8], modulus: [UInt8])? = nil) throws {
         switch self {
         case .pkcs1(.none):
             guard inputLength > 0, inputLength <= modulusLength - 11 else {
@@ -44,6 +45,9 @@ extension SignMechanism {
             guard inputLength == modulusLength else {
                 throw CryptoError.invalidArgument(
                     "raw input is \(inputLength) bytes, the modulus is \(modulusLength)")
+            }
+            if let rawInput, let problem = RawRSABlock.problem(rawInput.bytes, modulus: rawInput.modulus) {
+                throw CryptoError.invalidArgument(problem)
             }
         }
         if case .pss(let digest, _, let saltLength) = self {

@@ -24,6 +24,8 @@ public final class RSAPrivateKey {
     public let modulusBits: Int
     /// Bytes in the modulus: the size of every signature and raw block.
     public let modulusLength: Int
+    /// The modulus n, unsigned big-endian: a raw block must be smaller.
+    public let modulus: [UInt8]
 
     private init(key: OwnedPKey, context: CryptoContext) throws {
         guard key.isA("RSA") else { throw CryptoError.invalidKeyData("not an RSA key") }
@@ -33,17 +35,19 @@ public final class RSAPrivateKey {
         self.publicKeyInfo = try key.publicKeyInfo()
         self.modulusBits = key.bits
         self.modulusLength = key.size
+        self.modulus = try key.bigNumberParameter("n")
     }
 
     /// Generates a new key pair.
     ///
     /// - Parameters:
     ///   - bits: modulus size (the node allows 2048, 3072 and 4096).
-    ///   - publicExponent: an odd number of at least 3, usually 65537.
+    ///   - publicExponent: odd, 3 to 2^32-1 (`RSAPublicExponent`), usually 65537.
     public static func generate(bits: Int, publicExponent: UInt64, context: CryptoContext) throws -> RSAPrivateKey {
         guard bits >= 1024, bits <= 16384 else { throw CryptoError.invalidArgument("RSA key size \(bits) bits") }
-        guard publicExponent >= 3, publicExponent & 1 == 1 else {
-            throw CryptoError.invalidArgument("RSA public exponent \(publicExponent) must be odd and at least 3")
+        guard RSAPublicExponent.isAllowed(publicExponent) else {
+            throw CryptoError.invalidArgument(
+                "RSA public exponent \(publicExponent) must be \(RSAPublicExponent.allowedDescription)")
         }
         let operation = try OwnedPKeyContext(algorithm: "RSA", context: context)
         try operation.check(EVP_PKEY_keygen_init(operation.pointer), "starting RSA key generation")
@@ -132,7 +136,8 @@ public final class RSAPrivateKey {
     ///
     /// - Throws: `CryptoError.invalidArgument` when the input does not fit the mechanism.
     public func sign(digest: [UInt8], mechanism: SignMechanism) throws -> [UInt8] {
-        try mechanism.validate(inputLength: digest.count, modulusLength: modulusLength)
+        try mechanism.validate(
+            inputLength: digest.count, modulusLength: modulusLength, rawInput: (bytes: digest, modulus: modulus))
         let operation: OwnedPKeyContext
         if let idle = signers.withLock({ $0[mechanism]?.popLast() }) {
             operation = idle

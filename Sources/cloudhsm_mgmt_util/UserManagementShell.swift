@@ -1,5 +1,7 @@
 // The command loop and commands of cloudhsm_mgmt_util. Every user change is sent to
 // every node, and each node's answer gets its own line, as AWS's tool prints them.
+// Scripted runs echo each command with its password masked, and count failed commands
+// for the exit status.
 
 import CloudHSMCore
 import Glibc
@@ -20,6 +22,14 @@ final class UserManagementShell {
         ("quit", "exits (also: exit)"),
     ]
 
+    /// Commands of this run that failed: an unknown command, wrong arguments, or a node
+    /// that answered with an error. The exit status is 1 when there is any.
+    private(set) var failedCommands = 0
+    private var currentCommandFailed = false
+
+    /// The commands whose last argument is a password: `<command> <role> <user> <password>`.
+    static let passwordCommands: Set<String> = ["loginhsm", "createuser", "changepswd"]
+
     init(client: ClusterClient) {
         self.client = client
     }
@@ -35,29 +45,45 @@ final class UserManagementShell {
                 if interactive { print("") }
                 return
             }
-            if !interactive { print("aws-cloudhsm> \(line)") }
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+            // A scripted run's output ends up in logs: never echo a password.
+            if !interactive { print("aws-cloudhsm> \(Self.maskingPasswords(line, words: words))") }
             guard let name = words.first else { continue }
             if name == "quit" || name == "exit" { return }
+            currentCommandFailed = false
             execute(name, Array(words.dropFirst()))
+            if currentCommandFailed { failedCommands += 1 }
             print("")
         }
+    }
+
+    /// The line as echoed: for loginHSM, createUser and changePswd (in any letter case,
+    /// so a mistyped name does not leak it either) every word from the password on shows
+    /// as `********`.
+    static func maskingPasswords(_ line: String, words: [String]) -> String {
+        guard let name = words.first, passwordCommands.contains(name.lowercased()), words.count > 3 else {
+            return line
+        }
+        return (words[..<3] + ["********"]).joined(separator: " ")
     }
 
     private func execute(_ name: String, _ arguments: [String]) {
         switch name {
         case "loginHSM":
             guard let (role, user, password) = roleUserSecret(name, arguments) else { return }
+            guard userNameFits(name, user) else { return }
             report("loginHSM", client.login(role: role, user: user, password: password))
         case "logoutHSM":
             guard noArguments(name, arguments) else { return }
             report("logoutHSM", client.logout())
         case "createUser":
             guard let (role, user, password) = roleUserSecret(name, arguments) else { return }
+            guard userNameFits(name, user) else { return }
             print("Creating User \(user)(\(role.shortName)) on \(client.nodes.count) nodes")
             report("createUser", client.broadcast(.createUser(role: role, name: user, password: password)))
         case "changePswd":
             guard let (role, user, password) = roleUserSecret(name, arguments) else { return }
+            guard userNameFits(name, user) else { return }
             print("Changing password for \(user)(\(role.shortName)) on \(client.nodes.count) nodes")
             report("changePswd", client.broadcast(.changePassword(name: user, newPassword: password)))
         case "deleteUser":
@@ -65,6 +91,7 @@ final class UserManagementShell {
                 usage(name, "deleteUser <CO|CU> <user>")
                 return
             }
+            guard userNameFits(name, arguments[1]) else { return }
             print("Deleting user \(arguments[1])(\(role.shortName)) on \(client.nodes.count) nodes")
             report("deleteUser", client.broadcast(.deleteUser(name: arguments[1])))
         case "listUsers":
@@ -79,7 +106,17 @@ final class UserManagementShell {
             }
         default:
             print("Error: unknown command '\(name)'. Type help for the list.")
+            currentCommandFailed = true
         }
+    }
+
+    /// Refuses a name no node can hold before anything is sent or echoed: a 100 KB name
+    /// would otherwise come back as a wire error and fill the screen.
+    private func userNameFits(_ command: String, _ user: String) -> Bool {
+        guard let problem = UserName.problem(user) else { return true }
+        print("Error: \(command): \(problem)")
+        currentCommandFailed = true
+        return false
     }
 
     private func listUsers() {
@@ -90,6 +127,7 @@ final class UserManagementShell {
             case .success(let response):
                 guard case .users(let users) = response.body else {
                     print("listUsers failed on \(server): unexpected answer")
+                    currentCommandFailed = true
                     continue
                 }
                 print("Users on \(server):")
@@ -108,6 +146,7 @@ final class UserManagementShell {
                 }
             case .failure(let error):
                 print("listUsers failed on \(server): \(error)")
+                currentCommandFailed = true
             }
         }
     }
@@ -118,6 +157,7 @@ final class UserManagementShell {
             let server = "server \(result.node.id)(\(result.node))"
             if let error = result.error {
                 print("\(command) failed on \(server): \(error)")
+                currentCommandFailed = true
             } else {
                 print("\(command) success on \(server)")
             }
@@ -140,6 +180,7 @@ final class UserManagementShell {
     }
 
     private func usage(_ name: String, _ syntax: String) {
+        currentCommandFailed = true
         print("Error: \(name): wrong arguments")
         print("Usage: \(syntax)")
     }

@@ -25,4 +25,9 @@ do {
 }
 shell.run()
 shell.client.close()
+// Scripts read the status: any failed command makes the run fail (README: "Exit status").
+if shell.failedCommands > 0 {
+    fputs("cloudhsm_mgmt_util: \(shell.failedCommands) command(s) failed\n", stderr)
+    exit(1)
+}
 exit(0)

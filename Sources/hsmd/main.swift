@@ -47,11 +47,18 @@ case .help:
     print(HSMDCommand.usage)
 
 case .initialize(let options):
+    if case .argument = options.coPassword {
+        FileHandle.standardError.write(
+            Data(
+                "hsmd: note: --co-password is visible to other users while init runs; prefer --co-password-file\n".utf8)
+        )
+    }
     do {
+        let password = try options.coPassword.read()
         let context = try CryptoContext()
         try NodeState.initialize(
             directory: options.dataDirectory, nodeID: options.nodeID, clusterID: options.clusterID,
-            coPassword: options.coPassword, passwordIterations: options.passwordIterations, context: context)
+            coPassword: password, passwordIterations: options.passwordIterations, context: context)
         print("hsmd node \(options.nodeID) of cluster \(options.clusterID) initialised in \(options.dataDirectory)")
     } catch {
         fail("init failed: \(error)", code: 1)

@@ -100,6 +100,7 @@ extension KeyManagementShell {
             throw UsageError("-u must be CU or CO, found '\(roleName)'")
         }
         let user = try flags.required("-s")
+        if let problem = UserName.problem(user) { throw UsageError("-s: \(problem)") }
         let password = try flags.required("-p")
         let results = client.login(role: role, user: user, password: password)
         let first = Self.firstCode(results)
@@ -175,6 +176,9 @@ extension KeyManagementShell {
             throw UsageError("-m must be a modulus length in bits, found \(bits)")
         }
         let exponent = try flags.number("-e", what: "a public exponent such as 65537")
+        guard RSAPublicExponent.isAllowed(exponent) else {
+            throw UsageError("-e must be \(RSAPublicExponent.allowedDescription), found \(exponent)")
+        }
         let label = try flags.required("-l")
         let outcome = client.create(
             .generateRSAKeyPair(
@@ -198,7 +202,11 @@ extension KeyManagementShell {
         do {
             keyData = try RSAPrivateKey.parse(fileContents: contents, context: crypto).pkcs8DER()
         } catch {
-            print("Error: \(path) is not an RSA private key (PEM or DER, PKCS#1 or PKCS#8): \(error)")
+            // The reason may quote the file (a PEM label): no control character is printed.
+            print(
+                "Error: \(path) is not an RSA private key (PEM or DER, PKCS#1 or PKCS#8): "
+                    + "\(error)".escapingControlCharacters)
+            markFailed()
             return
         }
         print("BER encoded key length is \(keyData.count)")

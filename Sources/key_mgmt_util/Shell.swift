@@ -1,5 +1,6 @@
 // The command loop of key_mgmt_util: reads commands from stdin, echoes them as AWS's
-// transcripts show them when stdin is not a terminal, and dispatches to the commands.
+// transcripts show them when stdin is not a terminal (passwords masked), dispatches to
+// the commands and counts the ones that failed, for the exit status.
 
 import CloudHSMCore
 import Glibc
@@ -22,6 +23,10 @@ final class KeyManagementShell {
     let client: ClusterClient
     let crypto: CryptoContext
     private(set) var commands: [Command] = []
+    /// Commands of this run that failed (see `markFailed`); the exit status is 1 when
+    /// there is any.
+    private(set) var failedCommands = 0
+    private var currentCommandFailed = false
 
     init(client: ClusterClient, crypto: CryptoContext) {
         self.client = client
@@ -41,7 +46,8 @@ final class KeyManagementShell {
                 if interactive { print("") }
                 return
             }
-            if !interactive { print("Command:  \(line)") }
+            // A scripted run's output ends up in logs: never echo a password.
+            if !interactive { print("Command:  \(maskingPasswords(line))") }
             if !execute(line) { return }
             fflush(stdout)
         }
@@ -49,14 +55,18 @@ final class KeyManagementShell {
 
     /// Runs one line; false when it asks to leave.
     func execute(_ line: String) -> Bool {
+        currentCommandFailed = false
+        defer { if currentCommandFailed { failedCommands += 1 } }
         let words: [String]
         do {
             words = try splitWords(line)
         } catch let error as UsageError {
             print("Error: \(error.message)")
             print("")
+            markFailed()
             return true
         } catch {
+            markFailed()
             return true
         }
         guard let name = words.first else { return true }
@@ -64,6 +74,7 @@ final class KeyManagementShell {
         defer { print("") }
         guard let command = commands.first(where: { $0.name == name }) else {
             print("Error: unknown command '\(name)'. Type help for the list.")
+            markFailed()
             return true
         }
         let arguments = Array(words.dropFirst())
@@ -73,6 +84,7 @@ final class KeyManagementShell {
         }
         if command.needsLogin && !client.isLoggedIn {
             print("Error: not logged in. Use loginHSM first.")
+            markFailed()
             return true
         }
         do {
@@ -81,10 +93,39 @@ final class KeyManagementShell {
         } catch let error as UsageError {
             print("Error: \(command.name): \(error.message)")
             print(command.usage)
+            markFailed()
         } catch {
             print("Error: \(command.name): \(error)")
+            markFailed()
         }
         return true
+    }
+
+    /// Counts the command being run as failed. What counts is documented in README.md
+    /// ("Exit status"): a return code other than 0x00, an unknown command, wrong
+    /// arguments, a missing login, a file that cannot be read or written.
+    func markFailed() {
+        currentCommandFailed = true
+    }
+
+    /// The line as echoed: the value after `-p` (loginHSM's password, and no other
+    /// command's flag) shows as `********`, whatever the command's name, so a mistyped
+    /// command does not leak it either.
+    func maskingPasswords(_ line: String) -> String {
+        guard let words = try? splitWords(line) else {
+            // An unterminated quote: the words are unclear, so hide everything after `-p`.
+            let plain = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard let flag = plain.firstIndex(of: "-p") else { return line }
+            return (plain[...flag] + ["********"]).joined(separator: " ")
+        }
+        guard let flag = words.firstIndex(of: "-p"), flag + 1 < words.count else { return line }
+        var shown = words.map { word in
+            word.isEmpty || word.contains(where: { $0 == " " || $0 == "\t" }) ? "\"\(word)\"" : word
+        }
+        for index in shown.indices.dropFirst() where words[index - 1] == "-p" {
+            shown[index] = "********"
+        }
+        return shown.joined(separator: " ")
     }
 
     // MARK: Output in AWS's style
@@ -92,6 +133,7 @@ final class KeyManagementShell {
     /// `Cfm3X returned: 0x00 : HSM Return: SUCCESS`, and on failure the node's or the
     /// client's reason on the next line.
     func printReturned(_ name: String, _ code: HSMReturnCode, detail: String = "") {
+        if !code.isSuccess { markFailed() }
         print("\(name) returned: \(code.description)")
         if !code.isSuccess && !detail.isEmpty { print("        reason: \(detail)") }
     }

@@ -12,6 +12,7 @@ if arguments.contains("-h") || arguments.contains("--help") {
     print(
         "usage: key_mgmt_util   (commands on stdin; the cluster comes from $CLOUDHSM_CONFIG or /etc/cloudhsm/cluster.cfg)"
     )
+    print("exit status: 0 when every command succeeded; 1 when any failed, or the tool could not start")
     exit(0)
 }
 
@@ -27,4 +28,9 @@ do {
 }
 shell.run()
 shell.client.close()
+// Scripts read the status: any failed command makes the run fail (README: "Exit status").
+if shell.failedCommands > 0 {
+    fputs("key_mgmt_util: \(shell.failedCommands) command(s) failed\n", stderr)
+    exit(1)
+}
 exit(0)

@@ -77,11 +77,13 @@ final class ToolTranscriptTests: XCTestCase {
             "exit",
         ])
         if ProcessInfo.processInfo.environment["PRINT_TRANSCRIPT"] != nil { print(out) }
-        XCTAssertEqual(status, 0, out)
+        // Eight commands below fail on purpose: the run's status says so.
+        XCTAssertEqual(status, 1, out)
+        XCTAssertTrue(out.contains("key_mgmt_util: 8 command(s) failed\n"), out)
         let expected = [
             "Command:  genSymKey -t 31 -s 16 -sess -l wrapping_key_for_import\nError: not logged in. Use loginHSM first.\n",
             """
-            Command:  loginHSM -u CU -s cu -p pw
+            Command:  loginHSM -u CU -s cu -p ********
             Cfm3LoginHSM returned: 0x00 : HSM Return: SUCCESS
 
             Cluster Error Status
@@ -189,6 +191,18 @@ final class ToolTranscriptTests: XCTestCase {
         }
     }
 
+    func testExitStatusIsZeroOnlyWhenEveryCommandSucceeds() throws {
+        let good = try kmu(["loginHSM -u CU -s cu -p pw", "getHSMInfo", "findKey", "logoutHSM", "exit"])
+        XCTAssertEqual(good.status, 0, good.output)
+        XCTAssertFalse(good.output.contains("-p pw"), good.output)
+        XCTAssertFalse(good.output.contains("failed"), good.output)
+        // One wrong password is enough to fail the run, even when later commands succeed.
+        let bad = try kmu(["loginHSM -u CU -s cu -p badsecret42", "loginHSM -u CU -s cu -p pw", "getHSMInfo", "exit"])
+        XCTAssertEqual(bad.status, 1, bad.output)
+        XCTAssertTrue(bad.output.contains("key_mgmt_util: 1 command(s) failed"), bad.output)
+        XCTAssertFalse(bad.output.contains("badsecret42") || bad.output.contains("-p pw"), bad.output)
+    }
+
     func testMissingConfigurationExitsWithOne() throws {
         var environment = ProcessInfo.processInfo.environment
         environment["CLOUDHSM_CONFIG"] = work + "/nowhere.cfg"
@@ -205,8 +219,12 @@ final class ToolTranscriptTests: XCTestCase {
         let (status, out) = try runProcess(
             try tool("cloudhsm_mgmt_util"), [], input: "loginHSM CO co pw\nloginHSM CO co pw\ninfo\nquit\n",
             environment: environment)
-        XCTAssertEqual(status, 0, out)
-        XCTAssertTrue(out.contains("aws-cloudhsm> loginHSM CO co pw\nloginHSM success on server 0(127.0.0.1:"), out)
+        // The second login fails on node 0, so the run fails.
+        XCTAssertEqual(status, 1, out)
+        XCTAssertTrue(out.contains("cloudhsm_mgmt_util: 1 command(s) failed"), out)
+        XCTAssertTrue(
+            out.contains("aws-cloudhsm> loginHSM CO co ********\nloginHSM success on server 0(127.0.0.1:"), out)
+        XCTAssertFalse(out.contains(" pw"), out)
         XCTAssertTrue(out.contains("loginHSM success on server 1(127.0.0.1:\(nodes[1].port))\n"), out)
         XCTAssertTrue(out.contains("loginHSM failed on server 0(127.0.0.1:\(nodes[0].port)): 0x21 : HSM Error"), out)
         XCTAssertTrue(out.contains("Server 1: 127.0.0.1:\(nodes[1].port)\n"), out)

@@ -11,7 +11,16 @@ final class HSMDCommandTests: XCTestCase {
                 "init", "--data-dir", "/d", "--node-id", "2", "--cluster-id", "c", "--co-password", "pw",
             ]),
             .initialize(
-                .init(dataDirectory: "/d", nodeID: 2, clusterID: "c", coPassword: "pw", passwordIterations: 100_000)))
+                .init(
+                    dataDirectory: "/d", nodeID: 2, clusterID: "c", coPassword: .argument("pw"),
+                    passwordIterations: 100_000)))
+        let fromFile = ["init", "--data-dir", "/d", "--node-id", "2", "--cluster-id", "c", "--co-password-file"]
+        guard case .initialize(let options) = try HSMDCommand.parse(fromFile + ["/run/pw"]) else {
+            return XCTFail("not init")
+        }
+        XCTAssertEqual(options.coPassword, .file("/run/pw"))
+        guard case .initialize(let piped) = try HSMDCommand.parse(fromFile + ["-"]) else { return XCTFail("not init") }
+        XCTAssertEqual(piped.coPassword, .standardInput)
         let run = try HSMDCommand.parse([
             "run", "--data-dir", "/d", "--listen", "[::1]:0", "--cert", "c", "--key", "k", "--ca", "a", "--workers",
             "3",
@@ -81,7 +90,12 @@ final class HSMDCommandTests: XCTestCase {
             message(["init", "--data-dir", "/d", "--node-id", "16", "--cluster-id", "c", "--co-password", "p"])
                 .contains("--node-id"))
         XCTAssertTrue(
-            message(["init", "--data-dir", "/d", "--node-id", "1", "--cluster-id", "c"]).contains("--co-password"))
+            message(["init", "--data-dir", "/d", "--node-id", "1", "--cluster-id", "c"]).contains("--co-password-file"))
+        XCTAssertTrue(
+            message([
+                "init", "--data-dir", "/d", "--node-id", "1", "--cluster-id", "c", "--co-password", "p",
+                "--co-password-file", "f",
+            ]).contains("not both"))
         XCTAssertTrue(
             message(["run", "--data-dir", "/d", "--listen", "nohost", "--cert", "c", "--key", "k", "--ca", "a"])
                 .contains("HOST:PORT"))
