@@ -63,7 +63,7 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
         case .unwrapFailed: return "Unwrap failed: the wrapped data does not match the wrapping key"
         case .invalidKeyData: return "Key data is not a valid RSA private key"
         case .decryptFailed: return "Decryption failed"
-        case .throttled: return "HSM is throttled: its request queue is full"
+        case .throttled: return "HSM is busy (throttled): its request queue or connection slots are full"
         case .keyNotReplicated: return "Key is not yet replicated to this HSM"
         case .insufficientNodes: return "Key could not be stored on enough HSMs"
         case .keyAccessDenied: return "Key access denied: the key belongs to another user"
