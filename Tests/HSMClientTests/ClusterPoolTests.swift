@@ -51,26 +51,13 @@ final class ClusterPoolTests: XCTestCase {
     }
 
     private func makeClient(ports: [UInt16]? = nil, maxConnections: Int = 8) throws -> ClusterClient {
-        var lines = ["cluster_id = test-cluster", "trust_anchor = \(try Self.pki.get().caPath)"]
-        for (index, port) in (ports ?? nodes.map(\.port)).enumerated() {
-            lines.append("node = \(index) 127.0.0.1:\(port)")
-        }
-        lines += [
-            "connect_timeout_ms = 2000", "operation_timeout_ms = 5000", "max_connections_per_node = \(maxConnections)",
-        ]
-        let configuration = try ClusterConfiguration(text: lines.joined(separator: "\n"), baseDirectory: ".")
-        let client = try ClusterClient(configuration: configuration, cryptoContext: crypto, clock: manual.clock)
-        client.useCredentials(Credentials(user: "cu", password: "pw"))
-        return client
-    }
-
-    /// A token RSA key made on node 0 and copied to the others.
-    private func tokenKey(_ client: ClusterClient) throws -> KeyHandle {
-        let created = client.create(
-            .generateRSAKeyPair(
-                modulusBits: 2048, publicExponent: 65537, label: "t", isSession: false, isExtractable: false))
-        guard case .keyPair(_, let privateKey) = try created.get() else { throw HSMError(.internalError, "\(created)") }
-        return privateKey
+        try makeFakeClusterClient(
+            nodes: (ports ?? nodes.map(\.port)).enumerated().map { ($0.offset, $0.element) },
+            caPath: try Self.pki.get().caPath,
+            settings: [
+                "connect_timeout_ms = 2000", "operation_timeout_ms = 5000",
+                "max_connections_per_node = \(maxConnections)",
+            ], crypto: crypto, clock: manual.clock)
     }
 
     private func signs() -> [UInt64] { nodes.map { $0.withState { $0.signCount } } }
@@ -105,7 +92,7 @@ final class ClusterPoolTests: XCTestCase {
     /// whose requests stay outstanding longer, gets less.
     func testLoadSpreadsAndAvoidsASlowNode() throws {
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         let before = signs()
         let failures = Atomic<Int>(0)
         runThreads(4, each: 60) {
@@ -134,7 +121,7 @@ final class ClusterPoolTests: XCTestCase {
         let port = nodes[2].port
         nodes[2].stop()
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         var attemptsOnTwo = 0
         for _ in 0..<6 {
             let outcome = signOnce(client, key)
@@ -202,7 +189,7 @@ final class ClusterPoolTests: XCTestCase {
     /// says no node could serve, naming each node's reason.
     func testThrottledAnswersMoveToAnotherNode() throws {
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         nodes[0].withState { $0.throttled = [.sign] }
         nodes[1].withState { $0.notReplicated = [.sign] }
         for _ in 0..<9 {
@@ -249,7 +236,7 @@ final class ClusterPoolTests: XCTestCase {
         let aes = client.create(
             .generateSymmetricKey(keyType: .aes, byteCount: 16, label: "w", isSession: true, isExtractable: true))
         guard case .handle(let wrapping) = try aes.get() else { return XCTFail("\(aes)") }
-        let token = try tokenKey(client)
+        let token = try makeTokenKey(client)
         nodes[1].withState { $0.throttled = [.wrapKey] }
         XCTAssertEqual(
             client.perform(.wrapKey(key: token, wrappingKey: wrapping), key: token).node?.id,
@@ -269,7 +256,7 @@ final class ClusterPoolTests: XCTestCase {
     /// threads; requests wait for a free one.
     func testConnectionBound() throws {
         let client = try makeClient(maxConnections: 2)
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         for node in nodes { node.withState { $0.signDelayMicroseconds = 5_000 } }
         let failures = Atomic<Int>(0)
         runThreads(12, each: 5) {
@@ -290,7 +277,7 @@ final class ClusterPoolTests: XCTestCase {
     /// failure and is not repeated elsewhere.
     func testInFlightFailures() throws {
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         for node in nodes { node.withState { $0.dropOn = [.sign, .generateSymmetricKey] } }
         nodes[2].withState { $0.dropOn = [] }
         for _ in 0..<20 where client.statistics().map(\.isDown) != [true, true, false] {
@@ -313,7 +300,7 @@ final class ClusterPoolTests: XCTestCase {
     /// while the parent keeps signing.
     func testForkedChildrenSignOnTheirOwnConnections() throws {
         let client = try makeClient(maxConnections: 1)
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         for _ in 0..<3 { XCTAssertNoThrow(try signOnce(client, key).get()) }
         let connectionsBefore = nodes.map { $0.withState { $0.connectionCount } }.reduce(0, +)
         var children: [pid_t] = []

@@ -103,21 +103,10 @@ final class FailoverTests: XCTestCase {
     }
 
     private func makeClient(_ extra: [String] = []) throws -> ClusterClient {
-        var lines = ["cluster_id = test-cluster", "trust_anchor = \(try Self.pki.get().caPath)"]
-        lines += nodes.map { "node = \($0.nodeID) 127.0.0.1:\($0.port)" }
-        lines += ["connect_timeout_ms = 3000", "operation_timeout_ms = 5000"] + extra
-        let configuration = try ClusterConfiguration(text: lines.joined(separator: "\n"), baseDirectory: ".")
-        let client = try ClusterClient(configuration: configuration, cryptoContext: crypto, clock: manual.clock)
-        client.useCredentials(Credentials(user: "cu", password: "pw"))
-        return client
-    }
-
-    private func tokenKey(_ client: ClusterClient) throws -> KeyHandle {
-        let created = client.create(
-            .generateRSAKeyPair(
-                modulusBits: 2048, publicExponent: 65537, label: "t", isSession: false, isExtractable: false))
-        guard case .keyPair(_, let privateKey) = try created.get() else { throw HSMError(.internalError, "\(created)") }
-        return privateKey
+        try makeFakeClusterClient(
+            nodes: nodes.map { ($0.nodeID, $0.port) }, caPath: try Self.pki.get().caPath,
+            settings: ["connect_timeout_ms = 3000", "operation_timeout_ms = 5000"] + extra, crypto: crypto,
+            clock: manual.clock)
     }
 
     /// Runs `body` and returns its result with the milliseconds it took.
@@ -133,7 +122,7 @@ final class FailoverTests: XCTestCase {
     /// the same way. Once it thaws, a probe brings it back.
     func testAFrozenNodeCostsEachSignatureAtMostItsDeadline() throws {
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         // History: every node answers in about a millisecond.
         for _ in 0..<90 { XCTAssertNoThrow(try signOnce(client, key).get()) }
         for id in 0..<3 { XCTAssertEqual(client.failoverDeadline(of: client.channel(id)!), 200, "node \(id)") }
@@ -175,7 +164,7 @@ final class FailoverTests: XCTestCase {
     /// its answer.
     func testSlowNodeIdempotentMovesOnCreationWaits() throws {
         let client = try makeClient(["failover_min_ms = 100", "failover_max_ms = 300"])
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         for node in nodes { node.withState { $0.delays = [.generateSymmetricKey: 1_200_000] } }
         nodes[0].withState { $0.delays[.getAttributes] = 1_200_000 }
         // No history yet: the ceiling (300 ms) applies. Ties rotate, so node 0 is asked
@@ -206,7 +195,7 @@ final class FailoverTests: XCTestCase {
     /// slow, not failing.
     func testTheLastCandidateIsWaitedFor() throws {
         let client = try makeClient(["failover_min_ms = 100", "failover_max_ms = 150"])
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         for node in nodes { node.withState { $0.signDelayMicroseconds = 400_000 } }
         let outcome = signOnce(client, key)
         XCTAssertNoThrow(try outcome.get(), "\(outcome.attempts.map(\.statusLine))")

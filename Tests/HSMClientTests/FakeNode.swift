@@ -4,6 +4,7 @@
 // output without the real hsmd.
 
 import CloudHSMCore
+@testable import HSMClient
 import Foundation
 import OpenSSLKit
 import XCTest
@@ -421,4 +422,30 @@ final class LoginBarrier: @unchecked Sendable {
         }
         return true
     }
+}
+
+/// A client of fake nodes, as the pool tests use one: nodes by (id, port), the test CA
+/// as trust anchor, logged in lazily as the fake nodes' crypto user.
+func makeFakeClusterClient(
+    nodes: [(id: Int, port: UInt16)], caPath: String, clusterID: String = "test-cluster",
+    settings: [String] = ["connect_timeout_ms = 3000", "operation_timeout_ms = 5000"],
+    source: String = "<inline>", crypto: CryptoContext, clock: PoolClock
+) throws -> ClusterClient {
+    var lines = ["cluster_id = \(clusterID)", "trust_anchor = \(caPath)"]
+    lines += nodes.map { "node = \($0.id) 127.0.0.1:\($0.port)" }
+    lines += settings
+    let configuration = try ClusterConfiguration(
+        text: lines.joined(separator: "\n"), baseDirectory: ".", source: source)
+    let client = try ClusterClient(configuration: configuration, cryptoContext: crypto, clock: clock)
+    client.useCredentials(Credentials(user: "cu", password: "pw"))
+    return client
+}
+
+/// A token RSA key made through `client` (on the node it picks, replicated to the others).
+func makeTokenKey(_ client: ClusterClient) throws -> KeyHandle {
+    let created = client.create(
+        .generateRSAKeyPair(
+            modulusBits: 2048, publicExponent: 65537, label: "t", isSession: false, isExtractable: false))
+    guard case .keyPair(_, let privateKey) = try created.get() else { throw HSMError(.internalError, "\(created)") }
+    return privateKey
 }

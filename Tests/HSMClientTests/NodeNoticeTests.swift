@@ -32,27 +32,14 @@ final class NodeNoticeTests: XCTestCase {
     }
 
     private func makeClient(clusterID: String = "test-cluster") throws -> ClusterClient {
-        var lines = ["cluster_id = \(clusterID)", "trust_anchor = \(try Self.pki.get().caPath)"]
-        lines += nodes.map { "node = \($0.nodeID) 127.0.0.1:\($0.port)" }
-        lines += ["connect_timeout_ms = 3000", "operation_timeout_ms = 5000"]
-        let configuration = try ClusterConfiguration(
-            text: lines.joined(separator: "\n"), baseDirectory: ".", source: "/etc/test/cluster.cfg")
-        let client = try ClusterClient(configuration: configuration, cryptoContext: crypto, clock: manual.clock)
-        client.useCredentials(Credentials(user: "cu", password: "pw"))
-        return client
-    }
-
-    private func tokenKey(_ client: ClusterClient) throws -> KeyHandle {
-        let created = client.create(
-            .generateRSAKeyPair(
-                modulusBits: 2048, publicExponent: 65537, label: "t", isSession: false, isExtractable: false))
-        guard case .keyPair(_, let privateKey) = try created.get() else { throw HSMError(.internalError, "\(created)") }
-        return privateKey
+        try makeFakeClusterClient(
+            nodes: nodes.map { ($0.nodeID, $0.port) }, caPath: try Self.pki.get().caPath, clusterID: clusterID,
+            source: "/etc/test/cluster.cfg", crypto: crypto, clock: manual.clock)
     }
 
     func testThrottledNoticeGoesToAnotherNodeAndSaysWhy() throws {
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         nodes[0].withState { $0.noticeOn = [.sign: busy] }
         for _ in 0..<9 {
             let outcome = signOnce(client, key)
@@ -75,7 +62,7 @@ final class NodeNoticeTests: XCTestCase {
     /// A node at its connection limit says so right after the handshake (C1).
     func testNoticeAfterTheHandshakeIsBusyNotDown() throws {
         let client = try makeClient()
-        let key = try tokenKey(client)
+        let key = try makeTokenKey(client)
         nodes[2].withState { $0.noticeAfterHandshake = busy }
         nodes[2].dropConnections()
         for _ in 0..<9 { XCTAssertNoThrow(try signOnce(client, key).get()) }
@@ -93,7 +80,7 @@ final class NodeNoticeTests: XCTestCase {
     /// status line shows the node's reason.
     func testThrottledLoginRoutesLikeAThrottledRequest() throws {
         let setup = try makeClient()
-        let key = try tokenKey(setup)
+        let key = try makeTokenKey(setup)
         nodes[1].withState { $0.throttledLogins = busy.detail }
         let client = try makeClient()
         for _ in 0..<9 { XCTAssertNoThrow(try signOnce(client, key).get()) }
@@ -184,7 +171,7 @@ final class NodeNoticeTests: XCTestCase {
     /// one is out with the reason.
     func testOneNodeOfAnotherClusterIsOut() throws {
         let setup = try makeClient()
-        let key = try tokenKey(setup)
+        let key = try makeTokenKey(setup)
         let stranger = try FakeNode(nodeID: 2, pki: try Self.pki.get(), crypto: crypto, clusterID: "elsewhere")
         defer { stranger.stop() }
         var lines = ["cluster_id = test-cluster", "trust_anchor = \(try Self.pki.get().caPath)"]
