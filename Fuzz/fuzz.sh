@@ -110,13 +110,14 @@ run() {
         local before rc=0 started
         before=$(count_files "$crashdir")
         started=$(date +%s%N)
-        # Leak checks stay off: Swift's runtime keeps metadata caches alive for good,
-        # which LeakSanitizer reports, and a leak is no memory-safety fault in Swift.
-        # -timeout: a decoder must never take seconds on a few kilobytes.
-        # Swift's own backtracer would read the stack under ASan's eyes and bury the real
-        # report in a false one: leave the trap to libFuzzer's handler.
-        SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$BUILD/bin/$t" -max_total_time="$FUZZ_SECONDS" \
-            -print_final_stats=1 -timeout=10 -detect_leaks=0 -artifact_prefix="$crashdir/" \
+        # SWIFT_BACKTRACE: Swift's own backtracer reads the stack under ASan's eyes and
+        # buries the real report under a false one; libFuzzer's handler reports the trap.
+        # Leak checks stay off: Swift's runtime keeps metadata caches alive for good, which
+        # LeakSanitizer reports, and a leak is no memory-safety fault in Swift.
+        # -timeout: no decoder may take seconds on a few kilobytes.
+        SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$BUILD/bin/$t" \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -timeout=10 -detect_leaks=0 \
+            -artifact_prefix="$crashdir/" \
             ${dict[@]+"${dict[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} "$corpus" "Fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
         local execs new
         execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
