@@ -1,7 +1,7 @@
 // Fuzz target `config`: the client's cluster configuration parser on any text (the file a
 // careless operator writes, or the inline text a provider configuration carries). What
 // parses must satisfy the documented ranges and parse again, unchanged, once written
-// back out; what fails must name this source and a line that exists.
+// back out in canonical form; what fails must name this source and a line that exists.
 
 @testable import HSMClient
 
@@ -37,24 +37,33 @@ public func fuzzConfig(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     expect(config.clientKeyPath == nil || config.clientCertificatePath != nil, "key without certificate")
     expect(config.trustAnchorPath.hasPrefix("/"), "a relative path was not resolved")
 
-    let rendered = render(config)
+    // Written back out: comments, blank lines and spacing dropped, each node in the form
+    // its description prints. Settings pass through by name, so new ones are covered too.
+    let rendered = canonical(text, config)
     do {
-        let again = try ClusterConfiguration(text: rendered, baseDirectory: "/elsewhere", source: "fuzz.cfg")
-        expect(again == config, "written back out, the configuration reads as \(again)")
+        let again = try ClusterConfiguration(text: rendered, baseDirectory: "/etc/cloudhsm", source: "fuzz.cfg")
+        expect(again == config, "written back out as\n\(rendered)\nthe configuration reads as \(again)")
     } catch {
         fail("written back out as\n\(rendered)\nthe configuration is refused: \(error)")
     }
     return 0
 }
 
-/// The configuration in the documented file format.
-private func render(_ config: ClusterConfiguration) -> String {
-    var lines = ["cluster_id = \(config.clusterID)", "trust_anchor = \(config.trustAnchorPath)"]
-    lines += config.nodes.map { "node = \($0.id) \($0)" }
-    lines.append("connect_timeout_ms = \(config.connectTimeoutMilliseconds)")
-    lines.append("operation_timeout_ms = \(config.operationTimeoutMilliseconds)")
-    lines.append("max_connections_per_node = \(config.maxConnectionsPerNode)")
-    if let path = config.clientCertificatePath { lines.append("client_certificate = \(path)") }
-    if let path = config.clientKeyPath { lines.append("client_key = \(path)") }
+/// `text` as `name = value` lines, with the parser's own splitting and trimming; node
+/// lines name the parsed nodes, in order, by their descriptions.
+private func canonical(_ text: String, _ config: ClusterConfiguration) -> String {
+    var nodes = config.nodes.makeIterator()
+    var lines: [String] = []
+    for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+        let line = rawLine.trimmingWhitespace()
+        guard !line.isEmpty, !line.hasPrefix("#"), let equals = line.firstIndex(of: "=") else { continue }
+        let name = line[..<equals].trimmingWhitespace()
+        if name == "node", let node = nodes.next() {
+            lines.append("node = \(node.id) \(node)")
+        } else {
+            lines.append("\(name) = \(line[line.index(after: equals)...].trimmingWhitespace())")
+        }
+    }
+    expect(nodes.next() == nil, "more nodes than node lines")
     return lines.joined(separator: "\n")
 }
