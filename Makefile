@@ -45,7 +45,11 @@ PROVIDER_FLAGS := -c release --scratch-path $(PROVIDER_SCRATCH) -Xswiftc -static
 # Release builds of the nodes and tools, for the benchmarks.
 RELEASE_SCRATCH := .build-release
 
-.PHONY: help deps build install cluster stop-cluster status demo stop-demo test swift-test pytest bench clean
+# Fuzzing (Fuzz/fuzz.sh): seconds per target, and which targets (all when empty).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET ?=
+
+.PHONY: help deps build install cluster stop-cluster status demo stop-demo test swift-test pytest bench fuzz fuzz-seeds clean
 
 help: ## Show this list
 	@echo "Targets:"
@@ -53,6 +57,7 @@ help: ## Show this list
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: CLUSTER_DIR=$(CLUSTER_DIR) CLUSTER_PORTS=\"$(CLUSTER_PORTS)\" SWIFT_FLAGS=\"$(SWIFT_FLAGS)\""
+	@echo "           FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGET=\"$(FUZZ_TARGET)\" (targets: $$(Fuzz/fuzz.sh list))"
 
 deps: ## Install missing system packages (apt) and Python test modules (pip); quiet when all present
 	@missing=""; \
@@ -116,6 +121,15 @@ bench: deps build ## Benchmarks on release builds: nginx handshakes/s HSM vs pla
 	BIN_DIR="$(CURDIR)/$(RELEASE_SCRATCH)/release" MODULE="$(CURDIR)/$(MODULE_DIR)/cloudhsm.so" \
 	  $(PYTHON) scripts/bench_tls.py $(BENCH_TLS_ARGS)
 	BIN_DIR="$(CURDIR)/$(RELEASE_SCRATCH)/release" $(PYTHON) scripts/bench_pool.py $(BENCH_POOL_ARGS)
+
+# Not part of `test`: a useful run takes minutes. Needs only the Swift toolchain, whose
+# clang runtime carries libFuzzer and ASan.
+fuzz: ## libFuzzer + ASan on every decoder of outside bytes, FUZZ_SECONDS (60) per target; FUZZ_TARGET=frame runs one
+	@command -v swiftc >/dev/null || { echo "fuzz: no swiftc on PATH (looked in $(SWIFT_TOOLCHAIN) too)" >&2; exit 1; }
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_TARGET="$(FUZZ_TARGET)" Fuzz/fuzz.sh run
+
+fuzz-seeds: ## Rewrite the fuzz seed corpora in Fuzz/corpus from the unit tests' vectors
+	FUZZ_SEED_DIR="$(CURDIR)/Fuzz/corpus" $(SWIFT) test $(SWIFT_FLAGS) --filter 'FuzzSeedTests'
 
 swift-test: ## Only the Swift unit tests
 	$(SWIFT) test $(SWIFT_FLAGS)

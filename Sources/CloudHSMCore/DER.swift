@@ -80,6 +80,8 @@ struct DERReader {
             guard count >= 1, count <= 4, offset + count <= end else {
                 throw DERError(reason: "\(what) has an invalid length")
             }
+            // DER has one encoding per length: no leading zero bytes, no long form below 0x80.
+            guard bytes[offset] != 0 else { throw DERError(reason: "\(what) has a non-minimal length") }
             length = 0
             for _ in 0..<count {
                 length = length << 8 | Int(bytes[offset])
@@ -105,7 +107,11 @@ struct DERReader {
         var content = Array(bytes[element.content])
         guard !content.isEmpty else { throw DERError(reason: "\(what) is empty") }
         guard content[0] & 0x80 == 0 else { throw DERError(reason: "\(what) is negative") }
-        if content.count > 1, content[0] == 0 { content.removeFirst() }
+        if content.count > 1, content[0] == 0 {
+            // A leading zero only where the next byte would otherwise read as negative.
+            guard content[1] & 0x80 != 0 else { throw DERError(reason: "\(what) has a non-minimal encoding") }
+            content.removeFirst()
+        }
         guard content.count <= 8 else { throw DERError(reason: "\(what) is too large") }
         return content.reduce(0) { $0 << 8 | UInt64($1) }
     }

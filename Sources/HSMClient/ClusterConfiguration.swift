@@ -237,6 +237,10 @@ public struct ClusterConfiguration: Equatable, Sendable {
             }
         }
         guard !host.isEmpty else { throw template.with(reason: "node \(id) has no host in `\(address)`") }
+        // No host name or address holds a bracket; `[[x]:1` would leave one in the host.
+        guard !host.unicodeScalars.contains(where: { $0 == "[" || $0 == "]" }) else {
+            throw template.with(reason: "node \(id) has an invalid host `\(host)` in `\(address)`")
+        }
         guard let port = UInt16(portText), port > 0 else {
             throw template.with(reason: "node \(id) has an invalid port `\(portText)`")
         }
