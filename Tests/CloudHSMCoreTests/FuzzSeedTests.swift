@@ -113,7 +113,6 @@ final class CoreFuzzSeedTests: XCTestCase {
     // How records name a user: by name until keys belonged to user ids (issue 8), by id
     // since. Overloaded on the result, so each initializer takes the form it expects and
     // these seeds build on both sides of that change.
-    private static func userReference() -> String { "cu" }
     private static func userReference() -> UInt32 { 4 }
 
     /// The references of KeyReferenceTests, with and without label, alone and after a
