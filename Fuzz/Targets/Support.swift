@@ -1,5 +1,8 @@
 // Shared by every fuzz target (compiled into each): turning libFuzzer's buffer into
-// bytes, and an invariant check that stops the run with a message when it fails.
+// bytes, invariant checks that stop the run with a message when they fail, and the
+// decoding step the two request targets share.
+
+import CloudHSMCore
 
 /// The fuzzer's input as an array, the type every decoder takes.
 func fuzzInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
@@ -23,4 +26,26 @@ func fail(_ message: String, file: StaticString = #file, line: UInt = #line) -> 
 /// For errors a decoder must never throw: they would reach a client as a crash-like surprise.
 func unexpected(_ error: Error, file: StaticString = #file, line: UInt = #line) -> Never {
     fatalError("unexpected error type \(type(of: error)): \(error)", file: file, line: line)
+}
+
+/// Decodes an input laid out as an operation byte, then a payload (requests of either
+/// protocol): nil when the decoder refused it with a `WireError`, as it must for what it
+/// cannot read, and then an unknown operation must have been refused as one.
+func decodeOperationAndPayload<Message>(
+    _ bytes: [UInt8], isKnownOperation: (UInt8) -> Bool,
+    decode: (_ operation: UInt8, _ payload: [UInt8]) throws -> Message
+) -> (operation: UInt8, payload: [UInt8], message: Message)? {
+    guard let operation = bytes.first else { return nil }
+    let payload = Array(bytes.dropFirst())
+    do {
+        return (operation, payload, try decode(operation, payload))
+    } catch let error as WireError {
+        _ = error.description
+        if !isKnownOperation(operation) {
+            expect(error == .unknownOperation(operation), "unknown operation refused as \(error)")
+        }
+        return nil
+    } catch {
+        unexpected(error)
+    }
 }
