@@ -36,7 +36,8 @@ private func checkLimits(_ request: HSMRequest) {
         text(password, 256, "password")
     case .deleteUser(let user):
         text(user, 64, "user name")
-    case .generateSymmetricKey(_, _, let label, _, _), .generateRSAKeyPair(_, _, let label, _, _):
+    case .generateSymmetricKey(_, _, let label, _, _), .generateRSAKeyPair(_, _, let label, _, _),
+        .generateECKeyPair(_, let label, _, _):
         text(label, 256, "label")
     case .wrapHostKey(_, let keyData):
         data(keyData, 65536, "key data")

@@ -21,6 +21,7 @@ public enum Operation: UInt8, Sendable, CaseIterable {
     case deleteUser = 0x11
     case changePassword = 0x12
     case listUsers = 0x13
+    case generateECKeyPair = 0x14
 }
 
 public enum HSMRequest: Equatable, Sendable {
@@ -29,10 +30,14 @@ public enum HSMRequest: Equatable, Sendable {
     case generateSymmetricKey(keyType: KeyType, byteCount: UInt32, label: String, isSession: Bool, isExtractable: Bool)
     case generateRSAKeyPair(
         modulusBits: UInt32, publicExponent: UInt64, label: String, isSession: Bool, isExtractable: Bool)
-    /// Plaintext key (PKCS#8 or PKCS#1 DER) sent over the TLS channel for the HSM to wrap
+    /// Any curve id travels; a node makes keys only on `ECCurve.supported` and answers
+    /// `0x11` naming any other curve.
+    case generateECKeyPair(curve: ECCurve, label: String, isSession: Bool, isExtractable: Bool)
+    /// Plaintext key (PKCS#8, PKCS#1 or SEC1 DER) sent over the TLS channel for the HSM to wrap
     /// under `wrappingKey` (RFC 5649); the node never stores or logs it.
     case wrapHostKey(wrappingKey: KeyHandle, keyData: [UInt8])
-    /// An RFC 5649 wrapped RSA private key, unwrapped into a new private key object.
+    /// An RFC 5649 wrapped RSA or EC private key (PKCS#8, PKCS#1 or SEC1 DER), unwrapped
+    /// into a new private key object.
     case unwrapKey(wrappingKey: KeyHandle, wrappedKey: [UInt8], label: String, isSession: Bool, isExtractable: Bool)
     /// Exports an extractable key, wrapped under `wrappingKey`.
     case wrapKey(key: KeyHandle, wrappingKey: KeyHandle)
@@ -55,6 +60,7 @@ public enum HSMRequest: Equatable, Sendable {
         case .logout: return .logout
         case .generateSymmetricKey: return .generateSymmetricKey
         case .generateRSAKeyPair: return .generateRSAKeyPair
+        case .generateECKeyPair: return .generateECKeyPair
         case .wrapHostKey: return .wrapHostKey
         case .unwrapKey: return .unwrapKey
         case .wrapKey: return .wrapKey
@@ -101,6 +107,11 @@ public enum HSMRequest: Equatable, Sendable {
         case .generateRSAKeyPair(let bits, let exponent, let label, let isSession, let isExtractable):
             w.write(bits)
             w.write(exponent)
+            w.write(label)
+            w.write(isSession)
+            w.write(isExtractable)
+        case .generateECKeyPair(let curve, let label, let isSession, let isExtractable):
+            w.write(curve.rawValue)
             w.write(label)
             w.write(isSession)
             w.write(isExtractable)
@@ -171,6 +182,10 @@ public enum HSMRequest: Equatable, Sendable {
                 modulusBits: try r.readUInt32("modulus bits"), publicExponent: try r.readUInt64("public exponent"),
                 label: try r.readString("label", maximum: 256), isSession: try r.readBool("session flag"),
                 isExtractable: try r.readBool("extractable flag"))
+        case .generateECKeyPair:
+            request = .generateECKeyPair(
+                curve: ECCurve(rawValue: try r.readUInt32("curve id")), label: try r.readString("label", maximum: 256),
+                isSession: try r.readBool("session flag"), isExtractable: try r.readBool("extractable flag"))
         case .wrapHostKey:
             request = .wrapHostKey(
                 wrappingKey: try r.readUInt64("wrapping key handle"),
@@ -230,6 +245,9 @@ extension SignMechanism {
             w.write(saltLength)
         case .raw:
             w.write(UInt8(3))
+        case .ecdsa(let digest):
+            w.write(UInt8(4))
+            w.write(digest.rawValue)
         }
     }
 
@@ -242,6 +260,7 @@ extension SignMechanism {
             guard digest != .none, mgf1 != .none else { throw WireError.invalidValue("PSS needs a digest") }
             return .pss(digest: digest, mgf1Digest: mgf1, saltLength: try r.readUInt32("salt length"))
         case 3: return .raw
+        case 4: return .ecdsa(digest: try r.readEnum(DigestAlgorithm.self, "digest"))
         case let other: throw WireError.invalidValue("sign mechanism \(other)")
         }
     }

@@ -73,6 +73,7 @@ public struct HSMResponse: Equatable, Sendable {
             w.write(n.signOperations)
             w.write(n.decryptOperations)
             w.write(n.userCount)
+            w.write(n.ecdsaSignOperations)
         case .users(let users):
             w.write(UInt32(users.count))
             for user in users {
@@ -101,7 +102,7 @@ public struct HSMResponse: Equatable, Sendable {
             body = .empty
         case .generateSymmetricKey, .unwrapKey:
             body = .handle(try r.readUInt64("key handle"))
-        case .generateRSAKeyPair:
+        case .generateRSAKeyPair, .generateECKeyPair:
             body = .keyPair(
                 publicKey: try r.readUInt64("public key handle"), privateKey: try r.readUInt64("private key handle"))
         case .wrapHostKey, .wrapKey, .exportPublicKey, .sign, .decrypt, .generateRandom:
@@ -134,7 +135,8 @@ public struct HSMResponse: Equatable, Sendable {
                     sessionKeyCount: try r.readUInt64("session key count"),
                     signOperations: try r.readUInt64("sign count"),
                     decryptOperations: try r.readUInt64("decrypt count"),
-                    userCount: try r.readUInt32("user count")))
+                    userCount: try r.readUInt32("user count"),
+                    ecdsaSignOperations: try r.readUInt64("ECDSA sign count")))
         case .listUsers:
             let count = Int(try r.readUInt32("user count"))
             guard count <= r.remaining / 10 else { throw WireError.truncated("users") }

@@ -61,7 +61,7 @@ public struct HSMReturnCode: RawRepresentable, Hashable, Sendable {
         case .invalidKeyType: return "Key class or type does not allow this operation"
         case .keyNotExtractable: return "Key is not extractable"
         case .unwrapFailed: return "Unwrap failed: the wrapped data does not match the wrapping key"
-        case .invalidKeyData: return "Key data is not a valid RSA private key"
+        case .invalidKeyData: return "Key data is not a valid RSA or EC private key"
         case .decryptFailed: return "Decryption failed"
         case .throttled: return "HSM is busy (throttled): its request queue or connection slots are full"
         case .keyNotReplicated: return "Key is not yet replicated to this HSM"

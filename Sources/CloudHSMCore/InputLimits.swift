@@ -52,6 +52,29 @@ public enum RawRSABlock {
     }
 }
 
+/// What an ECDSA signature signs: a digest, never a message. A node signs only inputs
+/// as long as one of the SHA digests it knows, so a message passed by mistake (or a
+/// truncated digest) is refused instead of signed.
+public enum ECDSAInput {
+    public static let acceptedLengths = [20, 28, 32, 48, 64]
+    public static let acceptedDescription =
+        "a SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 digest (20, 28, 32, 48 or 64 bytes)"
+
+    /// Why `length` bytes cannot be signed with ECDSA over `digest`; nil when they can.
+    public static func problem(length: Int, digest: DigestAlgorithm) -> String? {
+        guard let name = digest.openSSLName else {
+            guard acceptedLengths.contains(length) else {
+                return "ECDSA input is \(length) bytes; it must be \(acceptedDescription)"
+            }
+            return nil
+        }
+        guard length == digest.outputLength else {
+            return "ECDSA input is \(length) bytes, a \(name) digest is \(digest.outputLength)"
+        }
+        return nil
+    }
+}
+
 extension StringProtocol {
     /// The text with control characters written as escapes (`\0`, `\n`, `\x1b`), for
     /// messages that repeat what a file or a user supplied: a NUL would cut the message

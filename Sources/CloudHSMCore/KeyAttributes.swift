@@ -17,6 +17,8 @@ public enum KeyClass: UInt32, Sendable, CaseIterable {
 /// OBJ_ATTR_KEY_TYPE values (key_mgmt_util's `-t`).
 public enum KeyType: UInt32, Sendable, CaseIterable {
     case rsa = 0
+    /// Elliptic curve (PKCS#11 CKK_EC): P-256, P-384 or P-521 (`ECCurve`).
+    case ec = 3
     case genericSecret = 16
     case aes = 31
 }
@@ -83,14 +85,25 @@ public enum DigestAlgorithm: UInt8, Sendable, CaseIterable {
     }
 }
 
-/// How an RSA private key signs. The input is always a digest (or, for `.raw`, a
-/// block the size of the modulus): hashing happens on the host.
+/// How a private key signs. The input is always a digest (or, for `.raw`, a block the
+/// size of the modulus): hashing happens on the host.
 public enum SignMechanism: Hashable, Sendable {
-    /// PKCS#1 v1.5: DigestInfo for `digest` around the input, then type 1 padding.
+    /// RSA PKCS#1 v1.5: DigestInfo for `digest` around the input, then type 1 padding.
     case pkcs1(digest: DigestAlgorithm)
+    /// RSA PSS.
     case pss(digest: DigestAlgorithm, mgf1Digest: DigestAlgorithm, saltLength: UInt32)
     /// The raw RSA private operation on a modulus-sized block.
     case raw
+    /// ECDSA over a digest made by `digest` (its exact length), or with `.none` over a
+    /// digest of any of the lengths `ECDSAInput` accepts. The signature is a DER
+    /// `ECDSA-Sig-Value`, as OpenSSL's ECDSA_sign writes it.
+    case ecdsa(digest: DigestAlgorithm)
+
+    /// True for the mechanisms of EC keys.
+    public var isECDSA: Bool {
+        if case .ecdsa = self { return true }
+        return false
+    }
 }
 
 /// How an RSA private key decrypts.
@@ -110,9 +123,11 @@ public struct KeyAttributes: Equatable, Sendable {
     public var owner: UserID
     public var isToken: Bool
     public var isExtractable: Bool
-    /// Bits of the RSA modulus, or 8 × the secret key's length.
+    /// Bits of the RSA modulus, of an EC key's field (256, 384, 521), or 8 × the secret
+    /// key's length.
     public var sizeInBits: UInt32
-    /// DER SubjectPublicKeyInfo for RSA keys (public and private objects); empty otherwise.
+    /// DER SubjectPublicKeyInfo for RSA and EC keys (public and private objects); empty
+    /// otherwise.
     public var publicKeyInfo: [UInt8]
 
     public init(
@@ -176,15 +191,19 @@ public struct NodeInfo: Equatable, Sendable {
     public var includesCounters: Bool
     public var tokenKeyCount: UInt64
     public var sessionKeyCount: UInt64
+    /// RSA signatures.
     public var signOperations: UInt64
+    /// RSA decryptions.
     public var decryptOperations: UInt64
     public var userCount: UInt32
+    /// ECDSA signatures, counted apart from RSA's.
+    public var ecdsaSignOperations: UInt64
 
-    public var privateKeyOperations: UInt64 { signOperations + decryptOperations }
+    public var privateKeyOperations: UInt64 { signOperations + decryptOperations + ecdsaSignOperations }
 
     public init(
         nodeId: UInt32, clusterId: String, version: String, tokenKeyCount: UInt64, sessionKeyCount: UInt64,
-        signOperations: UInt64, decryptOperations: UInt64, userCount: UInt32
+        signOperations: UInt64, decryptOperations: UInt64, userCount: UInt32, ecdsaSignOperations: UInt64 = 0
     ) {
         self.nodeId = nodeId
         self.clusterId = clusterId
@@ -195,6 +214,7 @@ public struct NodeInfo: Equatable, Sendable {
         self.signOperations = signOperations
         self.decryptOperations = decryptOperations
         self.userCount = userCount
+        self.ecdsaSignOperations = ecdsaSignOperations
     }
 
     /// Only who the node is, for a session that has not logged in.

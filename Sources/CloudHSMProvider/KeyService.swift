@@ -220,6 +220,7 @@ extension KeyAttributes {
         let type: String
         switch keyType {
         case .rsa: type = "RSA"
+        case .ec: type = "EC"
         case .aes: type = "AES"
         case .genericSecret: type = "generic secret"
         }

@@ -537,7 +537,7 @@ public final class ClusterClient: Sendable {
         let isSession: Bool
         switch request {
         case .generateSymmetricKey(_, _, _, let session, _), .generateRSAKeyPair(_, _, _, let session, _),
-            .unwrapKey(_, _, _, let session, _):
+            .generateECKeyPair(_, _, let session, _), .unwrapKey(_, _, _, let session, _):
             isSession = session
         case .deleteKey(let handle):
             sessionKeys.withLock { $0[handle] = nil }

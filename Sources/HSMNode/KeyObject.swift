@@ -10,11 +10,14 @@ enum KeyMaterial {
     case rsaPrivate(RSAPrivateKey)
     /// The public half lives in the attributes' SubjectPublicKeyInfo.
     case rsaPublic
+    case ecPrivate(ECPrivateKey)
+    /// The public half lives in the attributes' SubjectPublicKeyInfo.
+    case ecPublic
 }
 
 /// Immutable once made; a change makes a new object.
 final class KeyObject: @unchecked Sendable {
-    // Every stored property is a constant and RSAPrivateKey is thread-safe, so sharing
+    // Every stored property is a constant and RSA/ECPrivateKey are thread-safe, so sharing
     // objects between connection and worker threads is safe.
     let attributes: KeyAttributes
     let material: KeyMaterial

@@ -36,6 +36,7 @@ public final class NodeState: @unchecked Sendable {
     private var nextSessionID: UInt64 = 1
     private var signCount: UInt64 = 0
     private var decryptCount: UInt64 = 0
+    private var ecdsaSignCount: UInt64 = 0
     /// Held across "write the store, then update the maps" for token keys and users, so
     /// a local change and a peer's record for the same handle cannot pass each other
     /// between the two steps. Taken before `lock`, never inside it.
@@ -117,18 +118,22 @@ public final class NodeState: @unchecked Sendable {
             publicKeyInfo: record.publicKeyInfo)
         let material: KeyMaterial
         do {
-            switch record.keyClass {
-            case .publicKey:
+            switch (record.keyClass, record.keyType) {
+            case (.publicKey, .rsa):
                 material = .rsaPublic
-            case .privateKey, .secretKey:
+            case (.publicKey, .ec):
+                material = .ecPublic
+            case (.privateKey, .rsa), (.privateKey, .ec), (.secretKey, .aes), (.secretKey, .genericSecret):
                 let plaintext = try AESGCM.open(
                     record.sealedMaterial, key: masterKey, additionalData: additionalData(record.handle),
                     context: context)
-                if record.keyClass == .privateKey {
-                    material = .rsaPrivate(try RSAPrivateKey(der: plaintext, context: context))
-                } else {
-                    material = .secret(plaintext)
+                switch record.keyType {
+                case .rsa: material = .rsaPrivate(try RSAPrivateKey(der: plaintext, context: context))
+                case .ec: material = .ecPrivate(try ECPrivateKey(der: plaintext, context: context))
+                case .aes, .genericSecret: material = .secret(plaintext)
                 }
+            default:
+                throw StoreError("a \(record.keyClass) key cannot be of type \(record.keyType)")
             }
         } catch {
             throw StoreError(
@@ -284,13 +289,15 @@ public final class NodeState: @unchecked Sendable {
 
     func countSign() { lock.withLock { signCount += 1 } }
     func countDecrypt() { lock.withLock { decryptCount += 1 } }
+    func countECDSASign() { lock.withLock { ecdsaSignCount += 1 } }
 
     func info() throws -> NodeInfo {
         lock.withLock {
             NodeInfo(
                 nodeId: UInt32(nodeID), clusterId: clusterID, version: Self.version,
                 tokenKeyCount: UInt64(tokenKeys.count), sessionKeyCount: UInt64(sessionKeys.count),
-                signOperations: signCount, decryptOperations: decryptCount, userCount: UInt32(liveUserIDs.count))
+                signOperations: signCount, decryptOperations: decryptCount, userCount: UInt32(liveUserIDs.count),
+                ecdsaSignOperations: ecdsaSignCount)
         }
     }
 }

@@ -16,7 +16,7 @@ public struct Session {
     public var isLoggedIn: Bool { user != nil }
 }
 
-/// Runs crypto work (RSA) where the node decides: inline in tests, on the bounded worker
+/// Runs crypto work (RSA, EC) where the node decides: inline in tests, on the bounded worker
 /// pool in the server. Throws `HSMError(.throttled)` when it cannot take more work.
 public protocol CryptoExecutor: Sendable {
     func run<T>(_ work: @escaping () throws -> T) throws -> T
@@ -187,7 +187,18 @@ public final class RequestHandler: @unchecked Sendable {
     private func privateKey(_ handle: KeyHandle, user: UserID, session: Session) throws -> RSAPrivateKey {
         let object = try key(handle, user: user, session: session)
         guard case .rsaPrivate(let privateKey) = object.material else {
+            if case .ecPrivate = object.material {
+                throw HSMError(.invalidKeyType, "key \(handle) is an EC private key: it signs with ECDSA only")
+            }
             throw HSMError(.invalidKeyType, "key \(handle) is not an RSA private key")
+        }
+        return privateKey
+    }
+
+    private func ecPrivateKey(_ handle: KeyHandle, user: UserID, session: Session) throws -> ECPrivateKey {
+        let object = try key(handle, user: user, session: session)
+        guard case .ecPrivate(let privateKey) = object.material else {
+            throw HSMError(.invalidKeyType, "key \(handle) is not an EC private key: ECDSA needs one")
         }
         return privateKey
     }
@@ -207,6 +218,8 @@ public final class RequestHandler: @unchecked Sendable {
                 }
             case .rsa:
                 throw HSMError(.invalidArgument, "RSA keys are made with generateRSAKeyPair")
+            case .ec:
+                throw HSMError(.invalidArgument, "EC keys are made with generateECKeyPair")
             }
             let bytes = try SecureRandom.bytes(Int(byteCount), context: context)
             let handles = try state.create(
@@ -231,7 +244,15 @@ public final class RequestHandler: @unchecked Sendable {
                 try RSAPrivateKey.generate(bits: Int(bits), publicExponent: exponent, context: context)
             }
             let handles = try state.create(
-                try Self.keyPair(privateKey, label: label, owner: user, isExtractable: isExtractable),
+                try Self.keyPair(.rsa(privateKey), label: label, owner: user, isExtractable: isExtractable),
+                sessionID: isSession ? session.id : nil)
+            return .keyPair(publicKey: handles[0], privateKey: handles[1])
+
+        case .generateECKeyPair(let curve, let label, let isSession, let isExtractable):
+            if let problem = curve.problem { throw HSMError(.invalidArgument, problem) }
+            let privateKey = try executor.run { try ECPrivateKey.generate(curve: curve, context: context) }
+            let handles = try state.create(
+                try Self.keyPair(.ec(privateKey), label: label, owner: user, isExtractable: isExtractable),
                 sessionID: isSession ? session.id : nil)
             return .keyPair(publicKey: handles[0], privateKey: handles[1])
 
@@ -242,7 +263,7 @@ public final class RequestHandler: @unchecked Sendable {
 
         case .unwrapKey(let wrappingKey, let wrappedKey, let label, let isSession, let isExtractable):
             let kek = try self.wrappingKey(wrappingKey, user: user, session: session)
-            let privateKey = try executor.run { () throws -> RSAPrivateKey in
+            let privateKey = try executor.run { () throws -> PrivateKey in
                 let der: [UInt8]
                 do {
                     der = try AESKeyWrap.unwrap(wrappedKey: wrappedKey, kek: kek, context: context)
@@ -250,7 +271,10 @@ public final class RequestHandler: @unchecked Sendable {
                     throw HSMError(.unwrapFailed)
                 }
                 do {
-                    return try RSAPrivateKey(der: der, context: context)
+                    return try PrivateKey(der: der, context: context)
+                } catch CryptoError.invalidArgument(let problem) {
+                    // A well-formed key the HSMs cannot hold (an EC key on another curve).
+                    throw HSMError(.invalidArgument, problem)
                 } catch {
                     throw HSMError(.invalidKeyData, "\(error)")
                 }
@@ -270,7 +294,8 @@ public final class RequestHandler: @unchecked Sendable {
             switch object.material {
             case .secret(let bytes): plaintext = bytes
             case .rsaPrivate(let privateKey): plaintext = try privateKey.pkcs8DER()
-            case .rsaPublic: plaintext = object.attributes.publicKeyInfo
+            case .ecPrivate(let privateKey): plaintext = try privateKey.pkcs8DER()
+            case .rsaPublic, .ecPublic: plaintext = object.attributes.publicKeyInfo
             }
             return .bytes(try AESKeyWrap.wrap(key: plaintext, kek: kek, context: context))
 
@@ -287,10 +312,25 @@ public final class RequestHandler: @unchecked Sendable {
 
         case .exportPublicKey(let handle):
             let object = try key(handle, user: user, session: session)
-            guard object.attributes.keyType == .rsa, !object.attributes.publicKeyInfo.isEmpty else {
-                throw HSMError(.invalidKeyType, "key \(handle) is not an RSA key")
+            guard [.rsa, .ec].contains(object.attributes.keyType), !object.attributes.publicKeyInfo.isEmpty else {
+                throw HSMError(.invalidKeyType, "key \(handle) is not an RSA or EC key")
             }
             return .bytes(object.attributes.publicKeyInfo)
+
+        case .sign(let handle, .ecdsa(let digest), let data):
+            let privateKey = try ecPrivateKey(handle, user: user, session: session)
+            if let problem = ECDSAInput.problem(length: data.count, digest: digest) {
+                throw HSMError(.invalidArgument, problem)
+            }
+            let signature = try executor.run { () throws -> [UInt8] in
+                do {
+                    return try privateKey.sign(digest: data, algorithm: digest)
+                } catch let error as CryptoError {
+                    throw HSMError(.invalidArgument, "\(error)")
+                }
+            }
+            state.countECDSASign()
+            return .bytes(signature)
 
         case .sign(let handle, let mechanism, let data):
             let privateKey = try privateKey(handle, user: user, session: session)
@@ -331,18 +371,23 @@ public final class RequestHandler: @unchecked Sendable {
     }
 
     /// The public and private objects of one key pair, in that order.
-    private static func keyPair(_ privateKey: RSAPrivateKey, label: String, owner: UserID, isExtractable: Bool) throws
+    private static func keyPair(_ privateKey: PrivateKey, label: String, owner: UserID, isExtractable: Bool) throws
         -> [NodeState.NewKey]
     {
         let spki = privateKey.publicKeyInfo
-        let bits = UInt32(privateKey.modulusBits)
+        let bits = UInt32(privateKey.sizeInBits)
+        let (publicMaterial, privateMaterial): (KeyMaterial, KeyMaterial)
+        switch privateKey {
+        case .rsa(let key): (publicMaterial, privateMaterial) = (.rsaPublic, .rsaPrivate(key))
+        case .ec(let key): (publicMaterial, privateMaterial) = (.ecPublic, .ecPrivate(key))
+        }
         return [
             NodeState.NewKey(
-                keyClass: .publicKey, keyType: .rsa, label: label, owner: owner, isExtractable: true,
-                sizeInBits: bits, publicKeyInfo: spki, material: .rsaPublic, plaintext: []),
+                keyClass: .publicKey, keyType: privateKey.keyType, label: label, owner: owner, isExtractable: true,
+                sizeInBits: bits, publicKeyInfo: spki, material: publicMaterial, plaintext: []),
             NodeState.NewKey(
-                keyClass: .privateKey, keyType: .rsa, label: label, owner: owner, isExtractable: isExtractable,
-                sizeInBits: bits, publicKeyInfo: spki, material: .rsaPrivate(privateKey),
+                keyClass: .privateKey, keyType: privateKey.keyType, label: label, owner: owner,
+                isExtractable: isExtractable, sizeInBits: bits, publicKeyInfo: spki, material: privateMaterial,
                 plaintext: try privateKey.pkcs8DER()),
         ]
     }
@@ -364,6 +409,8 @@ extension SignMechanism {
             guard length == modulusLength else {
                 throw CryptoError.invalidArgument("raw input is \(length) bytes, the modulus is \(modulusLength)")
             }
+        case .ecdsa:
+            throw CryptoError.invalidArgument("ECDSA is a mechanism of EC keys, not of RSA keys")
         }
     }
 }

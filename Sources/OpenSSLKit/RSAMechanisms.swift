@@ -49,6 +49,8 @@ extension SignMechanism {
             if let rawInput, let problem = RawRSABlock.problem(rawInput.bytes, modulus: rawInput.modulus) {
                 throw CryptoError.invalidArgument(problem)
             }
+        case .ecdsa:
+            throw CryptoError.invalidArgument("ECDSA is a mechanism of EC keys, not of RSA keys")
         }
         if case .pss(let digest, _, let saltLength) = self {
             // Negative salt lengths are OpenSSL's special values; ours is a byte count.
@@ -71,6 +73,8 @@ extension SignMechanism {
             try operation.setPSSSaltLength(Int32(saltLength))
         case .raw:
             try operation.setPadding(RSA_NO_PADDING)
+        case .ecdsa:
+            throw CryptoError.invalidArgument("ECDSA is a mechanism of EC keys, not of RSA keys")
         }
     }
 }

@@ -16,6 +16,8 @@ enum KeyAttributeID: UInt64, CaseIterable {
     case publicExponent = 290
     case valueLength = 353
     case extractable = 354
+    case ecParams = 384
+    case ecPoint = 385
 
     var name: String {
         switch self {
@@ -30,6 +32,8 @@ enum KeyAttributeID: UInt64, CaseIterable {
         case .publicExponent: return "OBJ_ATTR_PUBLIC_EXPONENT"
         case .valueLength: return "OBJ_ATTR_VALUE_LEN"
         case .extractable: return "OBJ_ATTR_EXTRACTABLE"
+        case .ecParams: return "OBJ_ATTR_EC_PARAMS"
+        case .ecPoint: return "OBJ_ATTR_EC_POINT"
         }
     }
 }
@@ -74,8 +78,29 @@ struct AttributeDump {
             number(.valueLength, UInt64(attributes.sizeInBits / 8), digits: 8)
         }
         flag(.extractable, attributes.isExtractable)
+        // As PKCS#11 has them: the curve's OID (DER) on both halves, the public point (DER
+        // OCTET STRING of the X9.62 point) on the public key object.
+        if attributes.keyType == .ec, let curve = ECCurve(publicKeyInfo: attributes.publicKeyInfo),
+            let oid = curve.oidDER
+        {
+            entries.append(Entry(id: .ecParams, text: "0x" + oid.hexString, size: oid.count))
+            if attributes.keyClass == .publicKey,
+                let point = try? ECPublicKey(publicKeyInfo: attributes.publicKeyInfo, context: context).encodedPoint,
+                !point.isEmpty
+            {
+                let octets = [0x04] + derLength(point.count) + point
+                entries.append(Entry(id: .ecPoint, text: "0x" + octets.hexString, size: octets.count))
+            }
+        }
         self.entries = entries
     }
+}
+
+/// A DER length: short form below 128, else 0x81/0x82 and the bytes.
+func derLength(_ length: Int) -> [UInt8] {
+    if length < 0x80 { return [UInt8(length)] }
+    if length <= 0xff { return [0x81, UInt8(length)] }
+    return [0x82, UInt8(length >> 8), UInt8(length & 0xff)]
 }
 
 func hex(_ value: UInt64, digits: Int) -> String {

@@ -33,7 +33,13 @@ extension KeyManagementShell {
             valued: ["-m", "-e", "-l"], switches: ["-sess", "-nex"], needsLogin: true,
             run: { try $0.genRSAKeyPair($1) }),
         Command(
-            name: "importPrivateKey", summary: "imports an RSA private key file, wrapped on its way in",
+            name: "genECCKeyPair", summary: "generates an EC key pair (P-256, P-384, P-521)",
+            usage: "Usage: genECCKeyPair -i <curve id: 2 P-256 (prime256v1), 14 P-384 (secp384r1), "
+                + "15 P-521 (secp521r1)> -l <label> [-sess] [-nex]",
+            valued: ["-i", "-l"], switches: ["-sess", "-nex"], needsLogin: true,
+            run: { try $0.genECCKeyPair($1) }),
+        Command(
+            name: "importPrivateKey", summary: "imports an RSA or EC private key file, wrapped on its way in",
             usage: "Usage: importPrivateKey -f <key file> -l <label> -w <wrapping key handle> [-sess] [-nex]",
             valued: ["-f", "-l", "-w"], switches: ["-sess", "-nex"], needsLogin: true,
             run: { try $0.importPrivateKey($1) }),
@@ -43,8 +49,8 @@ extension KeyManagementShell {
             switches: [], needsLogin: true, run: { try $0.getCaviumPrivKey($1) }),
         Command(
             name: "findKey", summary: "finds keys by class, type, label and session",
-            usage: "Usage: findKey [-c <class: 2 public, 3 private, 4 secret>] [-t <type: 0 RSA, 16 GENERIC_SECRET, "
-                + "31 AES>] [-l <label>] [-sess <0 token keys | 1 session keys>]",
+            usage: "Usage: findKey [-c <class: 2 public, 3 private, 4 secret>] [-t <type: 0 RSA, 3 EC, "
+                + "16 GENERIC_SECRET, 31 AES>] [-l <label>] [-sess <0 token keys | 1 session keys>]",
             valued: ["-c", "-t", "-l", "-sess"], switches: [], needsLogin: true, run: { try $0.findKey($1) }),
         Command(
             name: "getAttribute", summary: "writes a key's attributes to a file",
@@ -57,23 +63,25 @@ extension KeyManagementShell {
             name: "deleteKey", summary: "deletes a key", usage: "Usage: deleteKey -k <key handle>", valued: ["-k"],
             switches: [], needsLogin: true, run: { try $0.deleteKey($1) }),
         Command(
-            name: "exportPubKey", summary: "writes an RSA key's public key as PEM",
+            name: "exportPubKey", summary: "writes an RSA or EC key's public key as PEM",
             usage: "Usage: exportPubKey -k <key handle> -out <file>", valued: ["-k", "-out"], switches: [],
             needsLogin: true, run: { try $0.exportPubKey($1) }),
         Command(
-            name: "sign", summary: "signs a file with an RSA private key",
+            name: "sign", summary: "signs a file with an RSA or EC private key",
             usage: "Usage: sign -f <file> -k <private key handle> -m <mechanism> -out <signature file>\n"
                 + "       mechanisms: 0 SHA1_RSA_PKCS, 1 SHA256_RSA_PKCS, 2 SHA384_RSA_PKCS, 3 SHA512_RSA_PKCS, "
                 + "4 SHA224_RSA_PKCS,\n"
                 + "                   5 SHA1_RSA_PKCS_PSS, 6 SHA256_RSA_PKCS_PSS, 7 SHA384_RSA_PKCS_PSS, "
-                + "8 SHA512_RSA_PKCS_PSS, 9 SHA224_RSA_PKCS_PSS",
+                + "8 SHA512_RSA_PKCS_PSS, 9 SHA224_RSA_PKCS_PSS,\n"
+                + "                   15 ECDSA_SHA1, 16 ECDSA_SHA224, 17 ECDSA_SHA256, 18 ECDSA_SHA384, "
+                + "19 ECDSA_SHA512",
             valued: ["-f", "-k", "-m", "-out"], switches: [], needsLogin: true, run: { try $0.sign($1) }),
         Command(
-            name: "wrapKey", summary: "exports an extractable RSA private key wrapped under a key",
+            name: "wrapKey", summary: "exports an extractable private key wrapped under a key",
             usage: "Usage: wrapKey -k <key handle> -w <wrapping key handle> -out <file>",
             valued: ["-k", "-w", "-out"], switches: [], needsLogin: true, run: { try $0.wrapKey($1) }),
         Command(
-            name: "unWrapKey", summary: "imports a wrapped RSA private key",
+            name: "unWrapKey", summary: "imports a wrapped RSA or EC private key",
             usage: "Usage: unWrapKey -f <wrapped key file> -w <wrapping key handle> -l <label> [-sess] [-nex]",
             valued: ["-f", "-w", "-l"], switches: ["-sess", "-nex"], needsLogin: true,
             run: { try $0.unWrapKey($1) }),
@@ -130,9 +138,11 @@ extension KeyManagementShell {
                 }
                 print("        Token keys: \(info.tokenKeyCount)")
                 print("        Session keys: \(info.sessionKeyCount)")
+                // "sign" and "decrypt" are RSA's; scripts read the figures in this order.
                 print(
                     "        Private key operations: \(info.privateKeyOperations) "
-                        + "(sign \(info.signOperations), decrypt \(info.decryptOperations))")
+                        + "(sign \(info.signOperations), decrypt \(info.decryptOperations), "
+                        + "ECDSA sign \(info.ecdsaSignOperations))")
                 print("        Users: \(info.userCount)")
             case .success:
                 let error = HSMError(.internalError, "unexpected answer to nodeInfo")
@@ -151,8 +161,8 @@ extension KeyManagementShell {
 
     func genSymKey(_ flags: Flags) throws {
         let typeNumber = try flags.number("-t", what: "16 (GENERIC_SECRET) or 31 (AES)")
-        guard let keyType = KeyType(rawValue: UInt32(truncatingIfNeeded: typeNumber)), keyType != .rsa,
-            typeNumber <= UInt32.max
+        guard let keyType = KeyType(rawValue: UInt32(truncatingIfNeeded: typeNumber)),
+            keyType == .aes || keyType == .genericSecret, typeNumber <= UInt32.max
         else { throw UsageError("-t must be 16 (GENERIC_SECRET) or 31 (AES), found \(typeNumber)") }
         let size = try flags.number("-s", what: "a key size in bytes")
         guard size > 0, size <= 4096 else { throw UsageError("-s must be a key size in bytes, found \(size)") }
@@ -193,6 +203,30 @@ extension KeyManagementShell {
         printStatus(outcome.attempts)
     }
 
+    func genECCKeyPair(_ flags: Flags) throws {
+        let number = try flags.number("-i", what: "a curve id: \(ECCurve.supportedDescription)")
+        // Refused here, by name, before anything is sent (the node would refuse it too).
+        guard number <= UInt32.max, ECCurve(rawValue: UInt32(number)).isSupported else {
+            let curve = ECCurve(rawValue: UInt32(truncatingIfNeeded: number))
+            throw UsageError(
+                "-i \(number): curve not supported: "
+                    + (number <= UInt32.max ? curve.name : "curve id \(number)")
+                    + "; use \(ECCurve.supportedDescription)")
+        }
+        let label = try flags.required("-l")
+        let outcome = client.create(
+            .generateECKeyPair(
+                curve: ECCurve(rawValue: UInt32(number)), label: label, isSession: flags.has("-sess"),
+                isExtractable: !flags.has("-nex")))
+        print("")
+        printReturned("Cfm3GenerateKeyPair", outcome)
+        if case .success(.keyPair(let publicKey, let privateKey)) = outcome.result.map(\.body) {
+            print("")
+            print("Cfm3GenerateKeyPair:    public key handle: \(publicKey)    private key handle: \(privateKey)")
+        }
+        printStatus(outcome.attempts)
+    }
+
     func importPrivateKey(_ flags: Flags) throws {
         let path = try flags.required("-f")
         let label = try flags.required("-l")
@@ -200,12 +234,12 @@ extension KeyManagementShell {
         let contents = try Files.read(path)
         let keyData: [UInt8]
         do {
-            keyData = try RSAPrivateKey.parse(fileContents: contents, context: crypto).pkcs8DER()
+            keyData = try PrivateKey.parse(fileContents: contents, context: crypto).pkcs8DER()
         } catch {
             // The reason may quote the file (a PEM label): no control character is printed.
             print(
-                "Error: \(path) is not an RSA private key (PEM or DER, PKCS#1 or PKCS#8): "
-                    + "\(error)".escapingControlCharacters)
+                "Error: \(path) is not an RSA or EC private key the HSMs accept (PEM or DER; PKCS#1, SEC1 or "
+                    + "PKCS#8): " + "\(error)".escapingControlCharacters)
             markFailed()
             return
         }
@@ -257,11 +291,13 @@ extension KeyManagementShell {
             printStatus(outcome.attempts)
             return
         }
-        guard attributes.keyClass == .privateKey, attributes.keyType == .rsa, !attributes.publicKeyInfo.isEmpty else {
+        guard attributes.keyClass == .privateKey, attributes.keyType == .rsa || attributes.keyType == .ec,
+            !attributes.publicKeyInfo.isEmpty
+        else {
             printReturned(
                 "getCaviumPrivKey", .invalidKeyType,
                 detail: "key \(handle) is a \(attributes.keyClass.name) \(attributes.keyType.name) key, "
-                    + "not an RSA private key")
+                    + "not an RSA or EC private key")
             return
         }
         // The node's own cluster id is authoritative; the configuration's is the fallback.
@@ -287,9 +323,9 @@ extension KeyManagementShell {
             }
             filter.keyClass = keyClass
         }
-        if let number = try flags.optionalNumber("-t", what: "0 (RSA), 16 (GENERIC_SECRET) or 31 (AES)") {
+        if let number = try flags.optionalNumber("-t", what: "0 (RSA), 3 (EC), 16 (GENERIC_SECRET) or 31 (AES)") {
             guard number <= UInt32.max, let keyType = KeyType(rawValue: UInt32(number)) else {
-                throw UsageError("-t must be 0 (RSA), 16 (GENERIC_SECRET) or 31 (AES), found \(number)")
+                throw UsageError("-t must be 0 (RSA), 3 (EC), 16 (GENERIC_SECRET) or 31 (AES), found \(number)")
             }
             filter.keyType = keyType
         }
@@ -394,15 +430,27 @@ extension KeyManagementShell {
     func sign(_ flags: Flags) throws {
         let path = try flags.required("-f")
         let handle = try flags.number("-k", what: "a key handle")
-        let number = try flags.number("-m", what: "a mechanism from 0 to 9")
+        let mechanisms = "0 to 9 (RSA) or 15 to 19 (ECDSA)"
+        let number = try flags.number("-m", what: "a mechanism, \(mechanisms)")
         let output = try flags.required("-out")
-        let digests: [DigestAlgorithm] = [.sha1, .sha256, .sha384, .sha512, .sha224]
-        guard number <= 9 else { throw UsageError("-m must be a mechanism from 0 to 9, found \(number)") }
-        let digest = digests[Int(number % 5)]
-        let mechanism: SignMechanism =
-            number < 5
-            ? .pkcs1(digest: digest)
-            : .pss(digest: digest, mgf1Digest: digest, saltLength: UInt32(digest.outputLength))
+        // AWS's numbering: RSA's digests in the order SHA-1, 256, 384, 512, 224; ECDSA's by size.
+        let rsaDigests: [DigestAlgorithm] = [.sha1, .sha256, .sha384, .sha512, .sha224]
+        let ecdsaDigests: [DigestAlgorithm] = [.sha1, .sha224, .sha256, .sha384, .sha512]
+        let digest: DigestAlgorithm
+        let mechanism: SignMechanism
+        switch number {
+        case 0...9:
+            digest = rsaDigests[Int(number % 5)]
+            mechanism =
+                number < 5
+                ? .pkcs1(digest: digest)
+                : .pss(digest: digest, mgf1Digest: digest, saltLength: UInt32(digest.outputLength))
+        case 15...19:
+            digest = ecdsaDigests[Int(number - 15)]
+            mechanism = .ecdsa(digest: digest)
+        default:
+            throw UsageError("-m must be a mechanism, \(mechanisms), found \(number)")
+        }
         let hash = try Digest.hash(try Files.read(path, limit: 1 << 30), algorithm: digest, context: crypto)
         let outcome = client.perform(.sign(key: handle, mechanism: mechanism, data: hash), key: handle)
         if case .success(.bytes(let signature)) = outcome.result.map(\.body) {
@@ -476,6 +524,7 @@ extension KeyType {
     var name: String {
         switch self {
         case .rsa: return "RSA"
+        case .ec: return "EC"
         case .genericSecret: return "GENERIC_SECRET"
         case .aes: return "AES"
         }

@@ -15,6 +15,11 @@ final class CoreFuzzSeedTests: XCTestCase {
         0x30, 0x0d, 0x30, 0x0b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
     ]
 
+    /// A P-256 SubjectPublicKeyInfo (`openssl ecparam -name prime256v1 -genkey | openssl pkey -pubout`).
+    static let ecSPKI: [UInt8] = Base64.decode(
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6q8ipJFi2iufap+JVD2GbH92X0H5wOfFbLWSbAU5Yn/JVkDRGEO0nVJ5aBBtWaGV9NQ+dnrEWtp7wDyswn2PLQ=="
+    )!
+
     static func frameSeeds() -> [[UInt8]] {
         var seeds = WireProtocolTests.requests.enumerated().map { index, request in
             Frame(operation: request.operation.rawValue, requestID: UInt32(index), payload: request.encodedPayload())
@@ -53,6 +58,9 @@ final class CoreFuzzSeedTests: XCTestCase {
         let attributes = KeyAttributes(
             handle: 8, keyClass: .privateKey, keyType: .rsa, label: "k", owner: userReference(), isToken: true,
             isExtractable: false, sizeInBits: 2048, publicKeyInfo: spki)
+        let ecAttributes = KeyAttributes(
+            handle: 18, keyClass: .privateKey, keyType: .ec, label: "ec", owner: userReference(), isToken: true,
+            isExtractable: true, sizeInBits: 256, publicKeyInfo: ecSPKI)
         let responses: [(CloudHSMCore.Operation, HSMResponse)] = [
             (.login, .success()),
             (.generateSymmetricKey, .success(.handle(6))),
@@ -75,6 +83,19 @@ final class CoreFuzzSeedTests: XCTestCase {
             ),
             (.sign, .failure(HSMError(.invalidHandle, "no key with handle 9"))),
             (.login, .failure(HSMError(.throttled, "node busy: connection limit (1024 connections)"))),
+            // EC keys: a key pair, an EC private key's attributes, counters with ECDSA signatures.
+            (.generateECKeyPair, .success(.keyPair(publicKey: 17, privateKey: 18))),
+            (.getAttributes, .success(.attributes(ecAttributes))),
+            (.sign, .success(.bytes(Array(repeating: 6, count: 71)))),
+            (
+                .nodeInfo,
+                .success(
+                    .nodeInfo(
+                        NodeInfo(
+                            nodeId: 1, clusterId: "local-dev", version: "0.1.0", tokenKeyCount: 2, sessionKeyCount: 0,
+                            signOperations: 1, decryptOperations: 0, userCount: 2, ecdsaSignOperations: 9)))
+            ),
+            (.generateECKeyPair, .failure(HSMError(.invalidArgument, "curve not supported: secp256k1 (curve id 16)"))),
         ]
         let seeds = responses.map { [$0.0.rawValue] + $0.1.encodedPayload() }
         // A trailing byte, and a handle count larger than the handles that follow.
@@ -98,7 +119,15 @@ final class CoreFuzzSeedTests: XCTestCase {
             (.pushRecords, PeerResponse(body: .stored)),
             (.pushRecords, PeerResponse.failure(HSMError(.internalError, "disk full"))),
         ]
-        let responseSeeds = responses.map { [$0.0.rawValue] + $0.1.encodedPayload() }
+        var responseSeeds = responses.map { [$0.0.rawValue] + $0.1.encodedPayload() }
+        // An EC private key travels as any private key does: PKCS#8 material, its SPKI.
+        let ecKey = PeerKeyRecord(
+            handle: 0x62, keyClass: .privateKey, keyType: .ec, label: "ec", owner: userReference(),
+            isExtractable: false, sizeInBits: 384, publicKeyInfo: ecSPKI, material: [0x30, 0x03, 0x02, 0x01, 0x00],
+            version: 1, isDeleted: false)
+        responseSeeds.append(
+            [PeerOperation.fetchRecords.rawValue]
+                + PeerResponse(body: .records(PeerRecords(keys: [ecKey], users: []))).encodedPayload())
         let requests: [PeerRequest] = [.listVersions, .fetchRecords(keys: [1, 2], users: [userReference()])]
         // A push carries the records a fetch answers, without the answer's code (u32) and
         // empty detail (u32 length).

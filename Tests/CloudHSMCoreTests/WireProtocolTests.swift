@@ -15,6 +15,10 @@ final class WireProtocolTests: XCTestCase {
         .generateRSAKeyPair(
             modulusBits: 2048, publicExponent: 65537, label: "rsa", isSession: false,
             isExtractable: true),
+        .generateECKeyPair(curve: .p256, label: "ec", isSession: false, isExtractable: true),
+        .generateECKeyPair(curve: .p521, label: "", isSession: true, isExtractable: false),
+        // Any curve id travels: the node, not the decoder, refuses it by name.
+        .generateECKeyPair(curve: ECCurve(rawValue: 16), label: "k1", isSession: false, isExtractable: true),
         .wrapHostKey(wrappingKey: 6, keyData: Array(repeating: 0x42, count: 1219)),
         .unwrapKey(
             wrappingKey: 6, wrappedKey: [1, 2, 3], label: "web_server_imported_key", isSession: false,
@@ -29,6 +33,8 @@ final class WireProtocolTests: XCTestCase {
         .sign(key: 8, mechanism: .pkcs1(digest: .none), data: [9, 9]),
         .sign(key: 8, mechanism: .pss(digest: .sha384, mgf1Digest: .sha256, saltLength: 48), data: [1]),
         .sign(key: 8, mechanism: .raw, data: Array(repeating: 7, count: 256)),
+        .sign(key: 9, mechanism: .ecdsa(digest: .sha384), data: Array(repeating: 3, count: 48)),
+        .sign(key: 9, mechanism: .ecdsa(digest: .none), data: Array(repeating: 4, count: 32)),
         .decrypt(key: 8, mechanism: .raw, data: [1]),
         .decrypt(key: 8, mechanism: .pkcs1, data: [2]),
         .decrypt(key: 8, mechanism: .oaep(digest: .sha1, mgf1Digest: .sha512, label: [1, 2]), data: [3]),
@@ -60,6 +66,7 @@ final class WireProtocolTests: XCTestCase {
             (.login, .success()),
             (.generateSymmetricKey, .success(.handle(6))),
             (.generateRSAKeyPair, .success(.keyPair(publicKey: 7, privateKey: 8))),
+            (.generateECKeyPair, .success(.keyPair(publicKey: 17, privateKey: 18))),
             (.sign, .success(.bytes(Array(repeating: 5, count: 256)))),
             (.findKeys, .success(.handles([1, 2, 3]))),
             (.findKeys, .success(.handles([]))),
@@ -71,6 +78,14 @@ final class WireProtocolTests: XCTestCase {
                         NodeInfo(
                             nodeId: 2, clusterId: "local-dev", version: "0.1.0", tokenKeyCount: 3, sessionKeyCount: 1,
                             signOperations: 10, decryptOperations: 2, userCount: 2)))
+            ),
+            (
+                .nodeInfo,
+                .success(
+                    .nodeInfo(
+                        NodeInfo(
+                            nodeId: 1, clusterId: "local-dev", version: "0.1.0", tokenKeyCount: 3, sessionKeyCount: 0,
+                            signOperations: 10, decryptOperations: 2, userCount: 2, ecdsaSignOperations: 7)))
             ),
             // Before login: who the node is, no counters.
             (.nodeInfo, .success(.nodeInfo(NodeInfo(nodeId: 2, clusterId: "local-dev", version: "0.1.0")))),
@@ -153,6 +168,16 @@ final class WireProtocolTests: XCTestCase {
         .encodedPayload()
         pss[9] = DigestAlgorithm.none.rawValue
         XCTAssertThrowsError(try HSMRequest.decode(operation: CloudHSMCore.Operation.sign.rawValue, payload: pss))
+        // ECDSA with a digest number that names none, and a mechanism number beyond ECDSA's.
+        var ecdsa = HSMRequest.sign(key: 1, mechanism: .ecdsa(digest: .sha256), data: []).encodedPayload()
+        ecdsa[9] = 9
+        XCTAssertThrowsError(try HSMRequest.decode(operation: CloudHSMCore.Operation.sign.rawValue, payload: ecdsa)) {
+            XCTAssertEqual($0 as? WireError, .invalidValue("digest 9"))
+        }
+        ecdsa[8] = 5
+        XCTAssertThrowsError(try HSMRequest.decode(operation: CloudHSMCore.Operation.sign.rawValue, payload: ecdsa)) {
+            XCTAssertEqual($0 as? WireError, .invalidValue("sign mechanism 5"))
+        }
     }
 
     /// Every single-byte change and every truncation of every request either decodes or

@@ -141,7 +141,7 @@ final class ToolTranscriptTests: XCTestCase {
             "Error: genSymKey: -t must be 16 (GENERIC_SECRET) or 31 (AES), found 99\nUsage: genSymKey -t",
             "Error: unknown command 'frobnicate'. Type help for the list.\n",
             "Node id 1: 127.0.0.1:\(nodes[1].port)\n        Cluster id: local-dev\n        Version: 0.1.0-fake\n",
-            "Error: message.txt is not an RSA private key (PEM or DER, PKCS#1 or PKCS#8): ",
+            "Error: message.txt is not an RSA or EC private key the HSMs accept (PEM or DER; PKCS#1, SEC1 or PKCS#8): ",
             "Command:  deleteKey -k 32\nCfm3DeleteKey returned: 0x00 : HSM Return: SUCCESS\n",
             "Cfm3DeleteKey returned: 0xa8 : HSM Error: Invalid key handle\n",
             "Cfm3LogoutHSM returned: 0x00 : HSM Return: SUCCESS\n",
