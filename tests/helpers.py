@@ -154,6 +154,12 @@ class NodeInfo:
         assert m, f"no sign count in {self.fields}"
         return int(m.group(1))
 
+    @property
+    def decrypts(self) -> int:
+        m = re.search(r"decrypt (\d+)", self.fields.get("Private key operations", ""))
+        assert m, f"no decrypt count in {self.fields}"
+        return int(m.group(1))
+
 
 def parse_hsm_info(text: str) -> dict[int, NodeInfo]:
     nodes: dict[int, NodeInfo] = {}
