@@ -283,3 +283,19 @@ def test_without_the_provider_the_check_names_the_key(tls, backend):
     assert proc.returncode != 0
     assert f"No Private Key found in '{server.pem}.key'" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert server.check().returncode == 0, "with the provider the same configuration is valid"
+
+
+def test_wrong_password_starts_and_logs_the_reason(tls, backend):
+    """A wrong password does not stop HAProxy from starting (the key loads without the
+    network); each handshake fails and the example's error-log-format names the reason."""
+    env = dict(tls.env)
+    env["n3fips_password"] = env["n3fips_password"].split(":")[0] + ":not-the-password"
+    server = HAProxy(tls, "wrongpw", backend, env=env).start()
+    try:
+        proc = subprocess.run(["curl", "-sS", "--cacert", tls.path("ca.crt"), f"https://localhost:{server.port}/"],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode != 0 and "alert internal error" in proc.stderr, proc.stdout + proc.stderr
+        wait_until(lambda: re.search(r"https~ SSL handshake failure error:40800002:cloudhsm::HSM login failed",
+                                     server.output()), 20, "haproxy to log the failed handshake")
+    finally:
+        server.stop()

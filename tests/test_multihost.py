@@ -354,3 +354,92 @@ def test_add_a_fourth_node(spread, ossl):
     # every 2 s, reaches all of them.
     wait_until(lambda: all(f"synced with peer node {m} ({host}:{port})" in spread.log(3)
                            for m, host in enumerate(HOSTS)), CATCH_UP, "node 3 to sync with every peer")
+
+
+# ------------------------------------------------------------------------------ examples/systemd
+
+UNIT = REPO / "examples" / "systemd" / "hsmd.service"
+UNIT_ENV = REPO / "examples" / "systemd" / "hsmd.env"
+
+
+def unit_exec_start(unit: str) -> str:
+    joined = re.sub(r"\\\n\s*", " ", unit)
+    return re.search(r"^ExecStart=(.*)$", joined, re.M).group(1)
+
+
+def systemd_expand(command: str, env: dict) -> list[str]:
+    """ExecStart= as systemd expands it: ${VAR} is one word, $VAR splits on whitespace."""
+    words = []
+    for word in command.split():
+        m = re.fullmatch(r"\$\{(\w+)\}", word)
+        if m:
+            words.append(env[m.group(1)])
+            continue
+        m = re.fullmatch(r"\$(\w+)", word)
+        words += env[m.group(1)].split() if m else [word]
+    return words
+
+
+def test_systemd_unit_and_env_file_start_a_node(tmp_path, bin_dir):
+    """The unit's ExecStart with an env file shaped like examples/systemd/hsmd.env (this
+    test's paths): hsmd init as docs/deploy.md runs it, the node serves, ExecReload's
+    SIGHUP reopens the log file, SIGTERM stops it."""
+    unit = UNIT.read_text()
+    assert "EnvironmentFile=/etc/cloudhsm/hsmd.env" in unit
+    example = dict(re.findall(r"^(HSMD_\w+)=(.*)$", UNIT_ENV.read_text(), re.M))
+    assert set(example) == {"HSMD_DATA_DIR", "HSMD_LISTEN", "HSMD_CERT", "HSMD_KEY", "HSMD_CA", "HSMD_CLUSTER_KEY",
+                            "HSMD_PEERS", "HSMD_ARGS"}
+    host = "127.0.0.6"
+    port = free_ports(1, host)[0]
+    pki = tmp_path / "pki"
+    proc = run_script("pki", {"CLUSTER_HOSTS": host, "CLUSTER_PORTS": str(port)}, pki)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    password = tmp_path / "co_password"
+    password.write_text("co-password-1234\n")
+    password.chmod(0o600)
+    log = tmp_path / "hsmd.log"
+    env = {
+        "HSMD_DATA_DIR": str(tmp_path / "hsmd" / "node0"), "HSMD_LISTEN": f"{host}:{port}",
+        "HSMD_CERT": str(pki / "node0.crt"), "HSMD_KEY": str(pki / "node0.key"), "HSMD_CA": str(pki / "customerCA.crt"),
+        "HSMD_CLUSTER_KEY": str(pki / "cluster.key"), "HSMD_PEERS": "", "HSMD_ARGS": f"--log-file {log} --workers 2",
+    }
+    (tmp_path / "hsmd").mkdir(mode=0o700)  # what StateDirectory= makes
+    hsmd = str(bin_dir / "hsmd")
+    subprocess.run([hsmd, "init", "--data-dir", env["HSMD_DATA_DIR"], "--node-id", "0", "--cluster-id", "local-dev",
+                    "--co-password-file", str(password)], check=True, capture_output=True, timeout=60)
+    argv = systemd_expand(unit_exec_start(unit), env)
+    assert argv[0] == "/usr/local/bin/hsmd"
+    node = subprocess.Popen([hsmd] + argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = node.stdout.readline()
+        assert line.strip() == f"hsmd node 0 listening on {host}:{port}", line + log.read_text(errors="replace")
+        cmu_env = dict(os.environ, CLOUDHSM_CONFIG=str(pki / "cluster.cfg"))
+        out = subprocess.run([str(bin_dir / "cloudhsm_mgmt_util")], input="loginHSM CO admin co-password-1234\n"
+                             "listUsers\nlogoutHSM\nquit\n", env=cmu_env, capture_output=True, text=True, timeout=60)
+        assert "loginHSM success on server 0" in out.stdout and "admin" in out.stdout, out.stdout + out.stderr
+        # logrotate: rename, then `systemctl reload hsmd` (ExecReload: kill -HUP $MAINPID).
+        assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+        log.rename(tmp_path / "hsmd.log.1")
+        node.send_signal(signal.SIGHUP)
+        wait_until(lambda: log.exists() and "SIGHUP: log file reopened" in log.read_text(), 20, "the log to reopen")
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=20) == 0
+        assert "signal 15, shutting down" in log.read_text()
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_unit_verifies(tmp_path, bin_dir):
+    """systemd-analyze verify: no unknown keys or bad values (the executable path is this
+    build's, since verify checks it exists)."""
+    unit = tmp_path / "hsmd.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/hsmd", str(bin_dir / "hsmd")))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    bad = tmp_path / "bad.service"
+    bad.write_text(unit.read_text().replace("ProtectHome=yes", "ProtectHom=yes"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True, timeout=60)
+    assert "Unknown key 'ProtectHom'" in proc.stderr, "verify would not have noticed a mistake"
