@@ -141,9 +141,13 @@ class HAProxy:
         self.log = self.log_path.open("a")
         self.proc = subprocess.Popen([HAPROXY, "-W", "-f", str(self.conf), "-p", str(self.pid_file)], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: connectable(self.port) or self.proc.poll() is not None, 30, "haproxy to listen")
-        assert self.proc.poll() is None, f"haproxy exited ({self.proc.returncode}):\n{self.output()}"
-        wait_until(lambda: len(self.workers()) == 1, 20, "haproxy's worker")
+        try:
+            wait_until(lambda: connectable(self.port) or self.proc.poll() is not None, 30, "haproxy to listen")
+            assert self.proc.poll() is None, f"haproxy exited ({self.proc.returncode}):\n{self.output()}"
+            wait_until(lambda: len(self.workers()) == 1, 20, "haproxy's worker")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property
@@ -238,7 +242,7 @@ def test_sf_reload_keeps_serving(cluster, tls, backend):
         wait_until(lambda: not process_alive(first), 30, "the old haproxy to finish")
         assert_every_mode_counted(cluster, tls, server.port, BODY)
     finally:
-        for pid_text in server.pid_file.read_text().split():
+        for pid_text in (server.pid_file.read_text().split() if server.pid_file.exists() else []):
             try:
                 os.kill(int(pid_text), signal.SIGTERM)
             except ProcessLookupError:
