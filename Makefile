@@ -31,10 +31,12 @@ PREFIX ?= /usr/local
 
 CLUSTER_DIR ?= .cluster
 CLUSTER_PORTS ?= 2223 2224 2225
+# One address per node (or one for all); empty: 127.0.0.1 (scripts/cluster.sh).
+CLUSTER_HOSTS ?=
 DEMO_DIR ?= .demo
-export CLUSTER_DIR CLUSTER_PORTS
+export CLUSTER_DIR CLUSTER_PORTS CLUSTER_HOSTS
 
-APT_PACKAGES := pkg-config gcc libc6-dev libssl-dev libsqlite3-dev openssl curl nginx wrk
+APT_PACKAGES := pkg-config gcc libc6-dev libssl-dev libsqlite3-dev openssl curl nginx wrk haproxy apache2 sqlite3
 
 # The provider as installed and as the tests load it: release, with the Swift runtime
 # linked in statically (no Swift libraries needed at run time, and about 1.5 ms instead
@@ -56,7 +58,7 @@ help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: CLUSTER_DIR=$(CLUSTER_DIR) CLUSTER_PORTS=\"$(CLUSTER_PORTS)\" SWIFT_FLAGS=\"$(SWIFT_FLAGS)\""
+	@echo "Variables: CLUSTER_DIR=$(CLUSTER_DIR) CLUSTER_PORTS=\"$(CLUSTER_PORTS)\" CLUSTER_HOSTS=\"$(CLUSTER_HOSTS)\" SWIFT_FLAGS=\"$(SWIFT_FLAGS)\""
 	@echo "           FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGET=\"$(FUZZ_TARGET)\" (targets: $$(Fuzz/fuzz.sh list))"
 
 deps: ## Install missing system packages (apt) and Python test modules (pip); quiet when all present
@@ -98,7 +100,7 @@ install: build ## Install the tools in PREFIX/bin (/usr/local) and cloudhsm.so i
 	  echo "installed $(DESTDIR)$$moddir/cloudhsm.so"; \
 	fi
 
-cluster: build ## Start the 3-node dev cluster (CLUSTER_DIR, CLUSTER_PORTS); then `. .cluster/env`
+cluster: build ## Start the 3-node dev cluster (CLUSTER_DIR, CLUSTER_PORTS, CLUSTER_HOSTS); then `. .cluster/env`
 	BIN_DIR="$(BIN)" scripts/cluster.sh start
 
 stop-cluster: ## Stop the dev cluster's nodes

@@ -5,11 +5,20 @@
 #                               cluster.cfg, crypto user) and start nodes that are not running
 #   scripts/cluster.sh stop     stop every node (TERM, then KILL after STOP_TIMEOUT seconds)
 #   scripts/cluster.sh status   one line per node; exit status 3 when any node is down
+#   scripts/cluster.sh pki      only the files nodes on separate hosts need: CA, node keys
+#                               and certificates, cluster key, cluster.cfg (docs/deploy.md)
 #
 # Environment:
 #   CLUSTER_DIR     state directory (default .cluster)
-#   CLUSTER_PORTS   one loopback port per node (default "2223 2224 2225"); only used when
-#                   the cluster is created, afterwards cluster.cfg is the source of truth
+#   CLUSTER_HOSTS   the address of each node, an IP address or a DNS name (default
+#                   127.0.0.1 for every node): node N listens on the Nth, its certificate
+#                   names it (subjectAltName IP: or DNS:), and the peers and cluster.cfg use
+#                   it. One address (for every node) or one per node; on one machine any
+#                   127.x.y.z works, e.g. "127.0.0.2 127.0.0.3 127.0.0.4"
+#   CLUSTER_PORTS   one port per node, or one for every node when the hosts differ
+#                   (default "2223 2224 2225")
+#                   CLUSTER_HOSTS and CLUSTER_PORTS are only used when the cluster is
+#                   created; afterwards cluster.cfg is the source of truth
 #   CLUSTER_ID      cluster id given to `hsmd init` (default local-dev)
 #   BIN_DIR         directory holding hsmd, key_mgmt_util, cloudhsm_mgmt_util; else
 #                   build/bin, else `swift build --show-bin-path`
@@ -80,26 +89,81 @@ find_binaries() {
 
 # ---------------------------------------------------------------------------- nodes
 
-# Ports: from cluster.cfg once it exists, else from CLUSTER_PORTS.
-load_ports() {
+# Addresses: from cluster.cfg once it exists, else from CLUSTER_HOSTS and CLUSTER_PORTS.
+# HOSTS[n] is node n's address without brackets, PORTS[n] its port.
+load_nodes() {
+    HOSTS=()
     PORTS=()
     if [[ -f "$CFG" ]]; then
-        local line
+        local line address
         while read -r line; do
-            PORTS+=("${line##*:}")
-        done < <(grep -E '^[[:space:]]*node[[:space:]]*=' "$CFG" | sort -t= -k2 -n)
+            address="${line##* }"
+            HOSTS+=("$(strip_brackets "${address%:*}")")
+            PORTS+=("${address##*:}")
+        done < <(grep -E '^[[:space:]]*node[[:space:]]*=' "$CFG" | sed 's/[[:space:]]*$//' | sort -t= -k2 -n)
         [[ ${#PORTS[@]} -gt 0 ]] || die "$CFG names no nodes"
         if [[ -n "${CLUSTER_PORTS:-}" && "$(echo $CLUSTER_PORTS)" != "${PORTS[*]}" ]]; then
             log "note: CLUSTER_PORTS=\"$CLUSTER_PORTS\" ignored; $CFG uses \"${PORTS[*]}\" (remove $CLUSTER_DIR to change)"
         fi
-    else
-        read -r -a PORTS <<<"${CLUSTER_PORTS:-2223 2224 2225}"
-        [[ ${#PORTS[@]} -ge 1 && ${#PORTS[@]} -le 16 ]] || die "CLUSTER_PORTS must name 1 to 16 ports"
-        local p
-        for p in "${PORTS[@]}"; do
-            [[ "$p" =~ ^[0-9]+$ && "$p" -ge 1 && "$p" -le 65535 ]] || die "bad port '$p' in CLUSTER_PORTS"
-        done
+        if [[ -n "${CLUSTER_HOSTS:-}" && "$(echo $CLUSTER_HOSTS)" != "${HOSTS[*]}" ]]; then
+            log "note: CLUSTER_HOSTS=\"$CLUSTER_HOSTS\" ignored; $CFG uses \"${HOSTS[*]}\" (remove $CLUSTER_DIR to change)"
+        fi
+        return 0
     fi
+    local hosts=() ports=() h p n count
+    read -r -a hosts <<<"${CLUSTER_HOSTS:-127.0.0.1}"
+    read -r -a ports <<<"${CLUSTER_PORTS:-2223 2224 2225}"
+    [[ ${#hosts[@]} -ge 1 ]] || hosts=(127.0.0.1)
+    [[ ${#ports[@]} -ge 1 ]] || die "CLUSTER_PORTS names no port"
+    count=${#ports[@]}
+    ((${#hosts[@]} > count)) && count=${#hosts[@]}
+    if [[ ${#hosts[@]} -ne 1 && ${#hosts[@]} -ne $count ]] || [[ ${#ports[@]} -ne 1 && ${#ports[@]} -ne $count ]]; then
+        die "CLUSTER_HOSTS names ${#hosts[@]} address(es) and CLUSTER_PORTS ${#ports[@]} port(s): give one per node, or one for every node"
+    fi
+    ((count <= 16)) || die "a cluster has 1 to 16 nodes; CLUSTER_HOSTS/CLUSTER_PORTS name $count"
+    for p in "${ports[@]}"; do
+        [[ "$p" =~ ^[0-9]+$ && "$p" -ge 1 && "$p" -le 65535 ]] || die "bad port '$p' in CLUSTER_PORTS"
+    done
+    for h in "${hosts[@]}"; do
+        h="$(strip_brackets "$h")"
+        host_kind "$h" >/dev/null ||
+            die "bad address '$h' in CLUSTER_HOSTS: an IPv4 or IPv6 address or a DNS name"
+    done
+    for ((n = 0; n < count; n++)); do
+        HOSTS+=("$(strip_brackets "${hosts[$((${#hosts[@]} == 1 ? 0 : n))]}")")
+        PORTS+=("${ports[$((${#ports[@]} == 1 ? 0 : n))]}")
+    done
+    local seen=" " address
+    for n in "${!PORTS[@]}"; do
+        address="$(node_address "$n")"
+        [[ "$seen" != *" $address "* ]] || die "two nodes would listen on $address (CLUSTER_HOSTS, CLUSTER_PORTS)"
+        seen+="$address "
+    done
+}
+
+strip_brackets() {
+    local h=$1
+    [[ "$h" == \[*\] ]] && h="${h:1:${#h}-2}"
+    echo "$h"
+}
+
+# "ip" for an IPv4 or IPv6 address, "dns" for a host name; fails for anything else.
+host_kind() {
+    local h=$1
+    if [[ "$h" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ || ("$h" == *:* && "$h" =~ ^[0-9A-Fa-f:.]+$) ]]; then
+        echo ip
+    elif [[ "$h" =~ ^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$ && ${#h} -le 253 ]]; then
+        echo dns
+    else
+        return 1
+    fi
+}
+
+# HOST:PORT of node n as hsmd and cluster.cfg write it ([ADDRESS]:PORT for IPv6).
+node_address() {
+    local h=${HOSTS[$1]}
+    [[ "$h" == *:* ]] && h="[$h]"
+    echo "$h:${PORTS[$1]}"
 }
 
 pid_file() { echo "$CLUSTER_DIR/node$1.pid"; }
@@ -130,9 +194,13 @@ process_running() {
 
 # ---------------------------------------------------------------------------- PKI
 
+# Plain OpenSSL, whatever the caller's shell has sourced: with a cluster's OPENSSL_CONF
+# the CA and node keys would be made in that cluster's HSMs (or fail when it is gone).
+plain_openssl() { OPENSSL_CONF=/dev/null openssl "$@"; }
+
 openssl_quiet() {
     local out
-    if ! out="$(openssl "$@" 2>&1)"; then
+    if ! out="$(plain_openssl "$@" 2>&1)"; then
         printf '%s\n' "$out" >&2
         die "openssl $1 failed"
     fi
@@ -162,16 +230,28 @@ EOF
     mv "$CA_CRT.tmp" "$CA_CRT"
 }
 
+# The name clients and peers check: IP:<address> or DNS:<name>; 127.0.0.1 keeps the
+# localhost name it always had.
+node_san() {
+    local h=${HOSTS[$1]}
+    case "$(host_kind "$h")" in
+    ip) [[ "$h" == 127.0.0.1 ]] && echo "IP:127.0.0.1, DNS:localhost" || echo "IP:$h" ;;
+    *) echo "DNS:$h" ;;
+    esac
+}
+
 make_node_cert() {
     local n=$1 key="$CLUSTER_DIR/node$1.key" crt="$CLUSTER_DIR/node$1.crt"
     [[ -f "$key" && -f "$crt" ]] && return 0
-    log "creating node $n's key and certificate (CN hsm-node-$n, signed by the CA)"
+    local san
+    san="$(node_san "$n")"
+    log "creating node $n's key and certificate (CN hsm-node-$n, $san, signed by the CA)"
     local ext="$CLUSTER_DIR/pki/node$n.ext"
     cat >"$ext" <<EOF
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = $san
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
@@ -194,7 +274,7 @@ make_cluster_key() {
 
 # ---------------------------------------------------------------------------- set-up
 
-random_password() { openssl rand -hex 12; }
+random_password() { plain_openssl rand -hex 12; }
 
 init_nodes() {
     if [[ ! -s "$CO_PASSWORD_FILE" ]]; then
@@ -225,7 +305,7 @@ write_config() {
         echo "trust_anchor = customerCA.crt"
         local n
         for n in "${!PORTS[@]}"; do
-            echo "node = $n 127.0.0.1:${PORTS[$n]}"
+            echo "node = $n $(node_address "$n")"
         done
         echo "connect_timeout_ms = 3000"
         echo "operation_timeout_ms = 15000"
@@ -234,13 +314,14 @@ write_config() {
 }
 
 start_node() {
-    local n=$1 port=${PORTS[$1]} logf pidf offset pid
+    local n=$1 address logf pidf offset pid
+    address="$(node_address "$n")"
     logf="$(log_file "$n")"
     pidf="$(pid_file "$n")"
     # The log names client addresses: owner and group only (logs of older clusters were 0644).
     (umask 027 && touch "$logf")
     chmod 640 "$logf"
-    printf -- '--- %s: starting hsmd node %s on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$n" "$port" >>"$logf"
+    printf -- '--- %s: starting hsmd node %s on %s\n' "$(date -u +%FT%TZ)" "$n" "$address" >>"$logf"
     offset=$(($(stat -c %s "$logf") + 1))
     # setsid + nohup: the node outlives make and the terminal; stdin from /dev/null.
     # --log-file: hsmd appends its log (and its stderr, so a crash backtrace) to the file
@@ -248,10 +329,10 @@ start_node() {
     # (stdout's "listening on" line, and a refusal to start).
     local peers=() m
     for m in "${!PORTS[@]}"; do
-        [[ "$m" == "$n" ]] || peers+=(--peer "$m=127.0.0.1:${PORTS[$m]}")
+        [[ "$m" == "$n" ]] || peers+=(--peer "$m=$(node_address "$m")")
     done
     if [[ ${#peers[@]} -gt 0 ]]; then peers+=(--cluster-key "$CLUSTER_KEY"); fi
-    setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "127.0.0.1:$port" \
+    setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "$address" \
         --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" --log-file "$logf" \
         "${peers[@]+"${peers[@]}"}" ${HSMD_RUN_ARGS:-} \
         </dev/null >>"$logf" 2>&1 &
@@ -266,7 +347,7 @@ wait_for_node() {
     deadline=$((SECONDS + START_TIMEOUT))
     while :; do
         if tail -c "+$offset" "$logf" | grep -q "hsmd node $n listening on"; then
-            log "node $n is listening on 127.0.0.1:${PORTS[$n]} (pid $pid, log $logf)"
+            log "node $n is listening on $(node_address "$n") (pid $pid, log $logf)"
             return 0
         fi
         # Until setsid and nohup have exec'd hsmd the process has another name: only a
@@ -349,7 +430,7 @@ write_env() {
 cmd_start() {
     find_binaries
     command -v openssl >/dev/null || die "openssl is not installed (make deps)"
-    load_ports
+    load_nodes
     make_ca
     local n
     for n in "${!PORTS[@]}"; do make_node_cert "$n"; done
@@ -375,6 +456,20 @@ cmd_start() {
     create_crypto_user
     write_env
     log "cluster ready: ${#PORTS[@]} nodes; use it with:  . $ENV_FILE"
+}
+
+# For nodes on separate hosts: everything `start` makes before it initialises and starts
+# nodes, so it can be copied to each host (docs/deploy.md). Runs no node; safe to repeat.
+cmd_pki() {
+    command -v openssl >/dev/null || die "openssl is not installed (make deps)"
+    load_nodes
+    make_ca
+    local n
+    for n in "${!PORTS[@]}"; do make_node_cert "$n"; done
+    make_cluster_key
+    write_config
+    log "node files in $CLUSTER_DIR: customerCA.crt (every node and client), nodeN.crt and nodeN.key (node N),"
+    log "  cluster.key (every node, mode 0600), cluster.cfg (clients); keep customerCA.key off the nodes"
 }
 
 cmd_stop() {
@@ -406,13 +501,13 @@ cmd_stop() {
 }
 
 cmd_status() {
-    load_ports
+    load_nodes
     local n pid down=0
     for n in "${!PORTS[@]}"; do
         if pid="$(node_pid "$n")"; then
-            echo "node $n 127.0.0.1:${PORTS[$n]} running (pid $pid)"
+            echo "node $n $(node_address "$n") running (pid $pid)"
         else
-            echo "node $n 127.0.0.1:${PORTS[$n]} stopped"
+            echo "node $n $(node_address "$n") stopped"
             down=1
         fi
     done
@@ -423,5 +518,6 @@ case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
+pki) cmd_pki ;;
 *) usage ;;
 esac

@@ -31,12 +31,16 @@ NODES = 3
 # A shell that sourced .cluster/env points OPENSSL_CONF at the dev cluster's provider;
 # these tests run plain openssl unless a test sets OPENSSL_CONF itself.
 os.environ.pop("OPENSSL_CONF", None)
+# `make test CLUSTER_HOSTS=...` must not move every test's cluster off 127.0.0.1.
+os.environ.pop("CLUSTER_HOSTS", None)
 
 
 class Cluster:
-    def __init__(self, directory: Path, ports: list[int], bin_dir: Path):
+    def __init__(self, directory: Path, ports: list[int], bin_dir: Path, hosts: list[str] | None = None):
         self.dir = directory
         self.ports = ports
+        # CLUSTER_HOSTS for scripts/cluster.sh; None: every node on 127.0.0.1.
+        self.hosts = hosts
         self.bin_dir = bin_dir
         self.kmu_path = str(bin_dir / "key_mgmt_util")
         self.cmu_path = str(bin_dir / "cloudhsm_mgmt_util")
@@ -52,6 +56,7 @@ class Cluster:
         env.update(
             CLUSTER_DIR=str(self.dir),
             CLUSTER_PORTS=" ".join(map(str, self.ports)),
+            CLUSTER_HOSTS=" ".join(self.hosts or []),
             BIN_DIR=str(self.bin_dir),
         )
         proc = subprocess.run(

@@ -39,13 +39,13 @@ def find_bin_dir() -> Path:
     return Path(out.stdout.strip())
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free right now, all different."""
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel says are free on host right now, all different."""
     socks, ports = [], []
     try:
         while len(ports) < count:
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             socks.append(s)
             ports.append(s.getsockname()[1])
     finally:
@@ -152,6 +152,12 @@ class NodeInfo:
     def signs(self) -> int:
         m = re.search(r"sign (\d+)", self.fields.get("Private key operations", ""))
         assert m, f"no sign count in {self.fields}"
+        return int(m.group(1))
+
+    @property
+    def decrypts(self) -> int:
+        m = re.search(r"decrypt (\d+)", self.fields.get("Private key operations", ""))
+        assert m, f"no decrypt count in {self.fields}"
         return int(m.group(1))
 
 
