@@ -449,14 +449,15 @@ def test_logged_in_client_is_served_while_1100_connections_from_other_addresses_
             most_descriptors = max(most_descriptors, open_descriptors(pid))
         out = node.kmu(["getHSMInfo"], login=False)
         assert "Cluster id: local-dev" in out, out
+        # The pressure was real: the node had to close far more than its 64 slots hold
+        # (on a loaded machine the flood's thread may take a while to see every close).
+        wait_until(lambda: flood.closed_by_node >= 1100 - 64, 60, "the node to close the flood's connections")
     finally:
         flood.close()
     print(
         f"flood of 1100 from 11 addresses opened in {opened:.1f} s; the node closed {flood.closed_by_node}, "
         f"{flood.failed_opens} opens failed, notices {len(flood.notices)}; most node descriptors {most_descriptors}"
     )
-    # The pressure was real: the node had to close far more than its 64 slots hold.
-    assert flood.closed_by_node >= 1100 - 64, flood.closed_by_node
     assert any(code == 0xBB and detail.startswith("node busy: connection limit") for code, detail in flood.notices), (
         flood.notices[:5]
     )
@@ -477,9 +478,9 @@ def test_logged_in_client_is_served_while_1100_connections_from_its_own_address_
             served_logged_in(node, f"own_{round_}")
             code, _ = probe(node)
             assert code == 0
+        wait_until(lambda: flood.closed_by_node >= 1100 - 64, 60, "the node to close the flood's connections")
     finally:
         flood.close()
-    assert flood.closed_by_node >= 1100 - 64, flood.closed_by_node
 
 
 # ---------------------------------------------------------------------------- at the limits

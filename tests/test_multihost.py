@@ -350,10 +350,13 @@ def test_add_a_fourth_node(spread, ossl):
     public, private = keypair_handles(out)
     assert private & 0xF == 3
     wait_for_handles(spread, 0, "made_on_node3", {public, private})
-    # Until its peers were restarted they refused node 3's requests; then its sync,
-    # every 2 s, reaches all of them.
+    # Until its peers were restarted they refused node 3's requests, and node 3's log
+    # says so (not that the cluster key is wrong); then its sync, every 2 s, reaches all.
     wait_until(lambda: all(f"synced with peer node {m} ({host}:{port})" in spread.log(3)
                            for m, host in enumerate(HOSTS)), CATCH_UP, "node 3 to sync with every peer")
+    log = spread.log(3)
+    assert "refused the peer request" in log, log
+    assert "authentication failed" not in log, log
 
 
 # ------------------------------------------------------------------------------ examples/systemd

@@ -187,7 +187,15 @@ public final class NodeState: @unchecked Sendable {
         if !records.isEmpty {
             // On disk first (this node is one of the min_nodes), but not yet visible: a key
             // that does not reach enough nodes is never served.
-            try applyLock.withLock { _ = try store.apply(keyRecords: records) }
+            try applyLock.withLock {
+                // A new handle the store already holds would leave the client a handle that
+                // names another key. Allocation rules it out; this guards a damaged store.
+                for record in records where try store.keyRecord(handle: record.handle) != nil {
+                    throw HSMError(
+                        .internalError, "new key handle \(record.handle) is already taken here; nothing was created")
+                }
+                _ = try store.apply(keyRecords: records)
+            }
             if let replication {
                 let outgoing = zip(records, keys).map { record, key in
                     Self.peerRecord(record, material: record.keyClass == .publicKey ? [] : key.plaintext)

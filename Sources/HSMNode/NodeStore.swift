@@ -355,12 +355,19 @@ public final class NodeStore: @unchecked Sendable {
     // MARK: Handles and user ids
 
     /// Takes `count` new handles. The counter is committed before they are returned, so
-    /// a handle is never given out twice, even across crashes.
+    /// a handle is never given out twice, even across crashes. It also starts above every
+    /// handle of this node's id that the store holds: a node restored from an older backup
+    /// (or initialised again under its old id) has pulled from its peers keys it made after
+    /// that backup, and must not give their handles out again.
     public func allocateHandles(_ count: Int) throws -> [KeyHandle] {
         try locked {
             try database.transaction {
                 try database.query(
-                    "UPDATE meta SET handle_counter = handle_counter + ? WHERE id = 1", [.integer(Int64(count))])
+                    """
+                    UPDATE meta SET handle_counter = max(handle_counter,
+                        coalesce((SELECT max(handle >> 4) FROM keys WHERE (handle & 15) = ?), 0)) + ?
+                    WHERE id = 1
+                    """, [.integer(Int64(metadata.nodeID)), .integer(Int64(count))])
                 guard
                     let last = try database.query("SELECT handle_counter FROM meta WHERE id = 1").first?.first?.integer
                 else { throw StoreError("the handle counter is missing") }
@@ -371,11 +378,17 @@ public final class NodeStore: @unchecked Sendable {
     }
 
     /// Takes a new user id, unique in the cluster as handles are (`counter << 4 | nodeID`)
-    /// and committed before it is returned, so no id is ever given out twice.
+    /// and committed before it is returned, so no id is ever given out twice; like the
+    /// handle counter, it starts above every id of this node that the store holds.
     public func allocateUserID() throws -> UserID {
         try locked {
             try database.transaction {
-                try database.query("UPDATE meta SET user_counter = user_counter + 1 WHERE id = 1")
+                try database.query(
+                    """
+                    UPDATE meta SET user_counter = max(user_counter,
+                        coalesce((SELECT max(id >> 4) FROM users WHERE (id & 15) = ? AND id < ?), 0)) + 1
+                    WHERE id = 1
+                    """, [.integer(Int64(metadata.nodeID)), .integer(Int64(Self.migratedUserIDBase))])
                 guard
                     let counter = try database.query("SELECT user_counter FROM meta WHERE id = 1").first?.first?.integer
                 else { throw StoreError("the user counter is missing") }

@@ -161,8 +161,21 @@ final class PeerLink: @unchecked Sendable {
             guard frame.operation == operation | Frame.responseBit, frame.requestID == id else {
                 throw WireError.invalidValue("\(name) answered a different request")
             }
-            let response = try PeerResponse.decode(
-                operation: request.operation, payload: try envelope.open(frame.payload, operation: frame.operation))
+            let opened: [UInt8]
+            do {
+                opened = try envelope.open(frame.payload, operation: frame.operation)
+            } catch {
+                // A node that does not take this one for a peer answers as it answers any
+                // client: a plain refusal, which no cluster key opens. Say that, rather
+                // than blame the cluster key.
+                if let refusal = try? HSMResponse.decode(operation: .nodeInfo, payload: frame.payload),
+                    !refusal.code.isSuccess
+                {
+                    throw PeerRefusal(peer: name, answer: HSMError(refusal.code, refusal.detail))
+                }
+                throw error
+            }
+            let response = try PeerResponse.decode(operation: request.operation, payload: opened)
             lock.withLock {
                 if idle.count < Self.maximumIdle { idle.append(connection) } else { connection.close() }
             }
@@ -180,5 +193,16 @@ final class PeerLink: @unchecked Sendable {
             return idle
         }
         for connection in connections { connection.close() }
+    }
+}
+
+/// A peer that answered a peer operation with a plain (unsealed) refusal: it does not
+/// list this node among its peers, or not at the address it connected from.
+struct PeerRefusal: Error, CustomStringConvertible {
+    let peer: String
+    let answer: HSMError
+
+    var description: String {
+        "\(peer) refused the peer request (\(answer)): does it list this node with --peer, under this node's id?"
     }
 }

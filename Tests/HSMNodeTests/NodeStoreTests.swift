@@ -136,6 +136,31 @@ final class NodeStoreTests: XCTestCase {
         XCTAssertFalse(seen.contains(handles[0]))
     }
 
+    /// A node restored from an older backup pulls from its peers the keys and users it
+    /// made after that backup: its counters must not give their handles and ids out again.
+    func testCountersStartAboveWhatTheStoreHoldsOfThisNode() throws {
+        let node = try TestNode(nodeID: 3)
+        let store = node.state.store
+        let counter = try store.handleCounter()
+        let pulled = KeyRecord(
+            handle: (counter + 5) << 4 | 3, keyClass: .publicKey, keyType: .rsa, label: "made after the backup",
+            owner: 0x13, isExtractable: true, sizeInBits: 2048, publicKeyInfo: [1], sealedMaterial: [], version: 1,
+            isDeleted: false)
+        let otherNode = KeyRecord(
+            handle: (counter + 50) << 4 | 4, keyClass: .publicKey, keyType: .rsa, label: "node 4's", owner: 0x13,
+            isExtractable: true, sizeInBits: 2048, publicKeyInfo: [2], sealedMaterial: [], version: 1,
+            isDeleted: false)
+        try store.apply(keyRecords: [pulled, otherNode])
+        XCTAssertEqual(try store.allocateHandles(1), [(counter + 6) << 4 | 3])
+
+        let first = try store.allocateUserID()
+        let later = UserRecord(
+            id: first + 16 * 9, name: "made-after-the-backup", role: .cryptoUser, salt: [1], passwordHash: [2],
+            iterations: 1, version: 1, isDeleted: false)
+        try store.apply(userRecord: later)
+        XCTAssertEqual(try store.allocateUserID(), later.id + 16)
+    }
+
     func testNewerVersionWins() throws {
         let node = try TestNode()
         let record = KeyRecord(
