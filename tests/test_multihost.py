@@ -19,6 +19,7 @@ import pytest
 
 from conftest import Cluster
 from helpers import (
+    sym_handle,
     CLUSTER_SH,
     REPO,
     command_output,
@@ -294,6 +295,10 @@ def test_restore_a_node_from_a_store_backup(spread, tmp_path):
     assert check.stdout.strip() == "ok", check.stdout + check.stderr
     master_copy = tmp_path / "node1-master.key"
     shutil.copy2(data / "master.key", master_copy)
+    # Node 1 makes a key after the backup; it reaches node 0 before node 1 is lost.
+    made_after = sym_handle(spread.kmu_on(1, ["genSymKey -t 31 -s 16 -l made_by_node1_after_backup"]))
+    assert made_after & 0xF == 1
+    wait_for_handles(spread, 0, "made_by_node1_after_backup", {made_after})
 
     # Node 1's host is lost; a key is made while it is gone.
     stop_node(spread, 1)
@@ -321,6 +326,13 @@ def test_restore_a_node_from_a_store_backup(spread, tmp_path):
         out = spread.kmu_on(1, [f"sign -f restored_msg.txt -k {private} -m 1 -out restored_{private}.sig"])
         assert returned(command_output(out, "sign"), "Cfm3Sign") == 0, out
     wait_for_handles(spread, 1, "after_backup", {after_public, after_private})
+    # The restored node pulled its own later key back, and does not give its handle out
+    # again: a new key gets a new handle, and the old handle still names the old key.
+    wait_for_handles(spread, 1, "made_by_node1_after_backup", {made_after})
+    fresh = sym_handle(spread.kmu_on(1, ["genSymKey -t 31 -s 16 -l made_after_restore"]))
+    assert fresh & 0xF == 1 and fresh > made_after, (fresh, made_after)
+    for node in range(3):
+        wait_for_handles(spread, node, "made_by_node1_after_backup", {made_after})
 
 
 def test_add_a_fourth_node(spread, ossl):
