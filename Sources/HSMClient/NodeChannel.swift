@@ -444,17 +444,9 @@ final class NodeChannel: @unchecked Sendable {
         for slot in dropped { slot.connection.abandon() }
     }
 
-    /// Whether a connection with this id is still in the pool (a session key's).
-    func hasSlot(_ id: Int) -> Bool { monitor.withLock { slots.contains { $0.id == id } } }
-
     /// Ids of connections logged in as someone, for logout.
     func loggedInSlots() -> [Int] {
         monitor.withLock { slots.filter { $0.loggedInAs != nil && $0.connection.isUsable }.map(\.id) }
-    }
-
-    /// Who a connection of this process is logged in as (the first one that is).
-    var loggedInAs: Credentials? {
-        monitor.withLock { slots.first { $0.loggedInAs != nil && $0.connection.isUsable }?.loggedInAs }
     }
 
     var openConnections: Int { monitor.withLock { slots.count } }
