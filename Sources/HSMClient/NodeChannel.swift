@@ -427,8 +427,11 @@ final class NodeChannel: @unchecked Sendable {
     /// Called with the monitor held: idle connections that broke or belong to another
     /// process are dropped without writing on them.
     private func dropUnusableIdleLocked() {
+        func isDroppable(_ slot: Slot) -> Bool { !slot.busy && !slot.connection.isUsable }
+        // Looked for first: on every lease, and there is almost never one to drop.
+        guard slots.contains(where: isDroppable) else { return }
         slots.removeAll { slot in
-            guard !slot.busy, !slot.connection.isUsable else { return false }
+            guard isDroppable(slot) else { return false }
             slot.connection.abandon()
             return true
         }
