@@ -6,7 +6,8 @@
 //
 // Routing:
 // - An operation on a token key (sign, decrypt, attributes, export...) goes to the up node
-//   with the fewest outstanding requests (ties rotate). Token keys exist on every node
+//   with the fewest outstanding requests (ties rotate, from a random start in each process,
+//   so that short-lived processes do not all begin on one node). Token keys exist on every node
 //   under one handle, so any node may serve it.
 // - A session key lives only on the connection (node session) that made it; the client
 //   remembers which handles it created as session keys and sends their operations there.
