@@ -30,35 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from benchlib import free_ports, run  # noqa: E402
-
-
-def kmu_import(env: dict, work: Path) -> Path:
-    """The walkthrough's import: a session wrapping key, importPrivateKey, getCaviumPrivKey."""
-    kmu = subprocess.Popen(["key_mgmt_util"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env=env, cwd=work, bufsize=1)
-
-    def ask(line: str, pattern: str) -> re.Match:
-        kmu.stdin.write(line + "\n")
-        kmu.stdin.flush()
-        seen = []
-        for out in kmu.stdout:
-            seen.append(out)
-            if m := re.search(pattern, out):
-                return m
-            if "HSM Error" in out or out.startswith("Error:"):
-                break
-        sys.exit("bench: key_mgmt_util: " + "".join(seen))
-
-    user, password = env["n3fips_password"].split(":", 1)
-    ask(f"loginHSM -u CU -s {user} -p {password}", r"Cfm3LoginHSM returned: 0x00")
-    wrap = ask("genSymKey -t 31 -s 16 -sess -l bench_wrap", r"Key Handle: (\d+)").group(1)
-    handle = ask(f"importPrivateKey -f plain.key -l bench_key -w {wrap}", r"Private Key Unwrapped.  Key Handle: (\d+)").group(1)
-    ask(f"getCaviumPrivKey -k {handle} -out fake.pem", r"getCaviumPrivKey returned: 0x00")
-    kmu.stdin.write("exit\n")
-    kmu.stdin.close()
-    kmu.wait(timeout=60)
-    return work / "fake.pem"
+from benchlib import free_ports, kmu_import, node_operations, run  # noqa: E402
 
 
 NGINX_CONF = """
@@ -120,20 +92,6 @@ def wrk(port: int, duration: int) -> tuple[float, str]:
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     problems = " ".join(m.group(0) for m in re.finditer(r"(Non-2xx or 3xx responses: \d+|Socket errors: [^\n]+)", out))
     return rate, problems
-
-
-def node_operations(env: dict) -> dict[int, int]:
-    # Nodes show their counters to logged-in sessions only.
-    user, password = env["n3fips_password"].split(":", 1)
-    out = run(["key_mgmt_util"], env=env, input=f"loginHSM -u CU -s {user} -p {password}\ngetHSMInfo\nexit\n")
-    ops = {}
-    node = None
-    for line in out.splitlines():
-        if m := re.match(r"^Node id (\d+):", line):
-            node = int(m.group(1))
-        elif (m := re.match(r"^\s+Private key operations: (\d+)", line)) and node is not None:
-            ops[node] = int(m.group(1))
-    return ops
 
 
 def main() -> int:

@@ -6,7 +6,8 @@
 //
 // Routing:
 // - An operation on a token key (sign, decrypt, attributes, export...) goes to the up node
-//   with the fewest outstanding requests (ties rotate). Token keys exist on every node
+//   with the fewest outstanding requests (ties rotate, from a random start in each process,
+//   so that short-lived processes do not all begin on one node). Token keys exist on every node
 //   under one handle, so any node may serve it.
 // - A session key lives only on the connection (node session) that made it; the client
 //   remembers which handles it created as session keys and sends their operations there.
@@ -35,12 +36,15 @@ public final class ClusterClient: Sendable {
     private let clock: PoolClock
     /// Kept so that new connections (and nodes reached later) log in with them.
     private let savedCredentials = Mutex<Credentials?>(nil)
-    /// The process the connections belong to; see `resetAfterFork()`.
-    private let ownerPID: Atomic<Int32>
+    /// The `ForkGeneration` the connections belong to; see `resetAfterFork()`.
+    private let ownerGeneration: Atomic<UInt64>
     /// Session keys this process created: handle -> (node id, connection id).
     private let sessionKeys = Mutex<[KeyHandle: SessionPin]>([:])
-    /// Where the scan for the least loaded node starts, so ties rotate.
-    private let rotor = Atomic<Int>(0)
+    /// Where the scan for the least loaded node starts, so ties rotate. It starts at a
+    /// random place in each process (again after fork): short-lived processes (one
+    /// `openssl dgst -sign` each, freshly forked nginx workers) make one or two requests
+    /// with no load to see, and a fixed start sent all of them to the same node.
+    private let rotor = Atomic<Int>(ClusterClient.randomRotorStart())
 
     struct SessionPin: Equatable {
         let nodeID: Int
@@ -93,13 +97,7 @@ public final class ClusterClient: Sendable {
         channels = configuration.nodes.map {
             NodeChannel(node: $0, maxConnections: configuration.maxConnectionsPerNode)
         }
-        ownerPID = Atomic(getpid())
-    }
-
-    /// Loads the configuration (`CLOUDHSM_CONFIG` or /etc/cloudhsm/cluster.cfg) and
-    /// prepares a client for it.
-    public static func fromDefaultConfiguration() throws -> ClusterClient {
-        try ClusterClient(configuration: try ClusterConfiguration.load())
+        ownerGeneration = Atomic(ForkGeneration.current)
     }
 
     public var nodes: [NodeAddress] { configuration.nodes }
@@ -203,9 +201,11 @@ public final class ClusterClient: Sendable {
         resetAfterFork()
         // Any session key the request names (the key, or the wrapping key of a wrap or
         // unwrap) decides where it must go.
-        let named = [handle] + Self.handles(in: request).filter { $0 != handle }
         let pinned = sessionKeys.withLock { keys -> (KeyHandle, SessionPin)? in
-            for key in named { if let pin = keys[key] { return (key, pin) } }
+            // Most processes (the provider's) never make a session key.
+            guard !keys.isEmpty else { return nil }
+            if let pin = keys[handle] { return (handle, pin) }
+            for key in Self.handles(in: request) { if let pin = keys[key] { return (key, pin) } }
             return nil
         }
         if let (key, pin) = pinned { return performPinned(request, pin: pin, handle: key) }
@@ -217,7 +217,7 @@ public final class ClusterClient: Sendable {
     public func homeNode() -> NodeAddress? {
         resetAfterFork()
         guard credentials != nil else { return nil }
-        var tried = Set<Int>()
+        var tried = NodeIDSet()
         while let channel = pick(excluding: tried, rotate: false) {
             tried.insert(channel.node.id)
             if case .success = exchange(.generateRandom(count: 1), on: channel).result { return channel.node }
@@ -273,12 +273,21 @@ public final class ClusterClient: Sendable {
     /// (and logs in with the saved credentials) on first use. Session keys belong to the
     /// parent's sessions and are forgotten too.
     public func resetAfterFork() {
-        let pid = getpid()
-        guard ownerPID.load(ordering: .acquiring) != pid else { return }
-        let previous = ownerPID.exchange(pid, ordering: .acquiringAndReleasing)
-        guard previous != pid else { return }
+        let generation = ForkGeneration.current
+        guard ownerGeneration.load(ordering: .acquiring) != generation else { return }
+        let previous = ownerGeneration.exchange(generation, ordering: .acquiringAndReleasing)
+        guard previous != generation else { return }
         for channel in channels { channel.forgetInheritedConnections() }
         sessionKeys.withLock { $0.removeAll() }
+        // Workers forked from one parent must not all start at the parent's place.
+        rotor.store(Self.randomRotorStart(), ordering: .relaxed)
+    }
+
+    /// A random place to start the rotation: from the system's generator, so processes
+    /// started in the same instant (or forked from one parent) differ.
+    static func randomRotorStart() -> Int {
+        var generator = SystemRandomNumberGenerator()
+        return Int.random(in: 0..<(1 << 20), using: &generator)
     }
 
     // MARK: Routing
@@ -292,7 +301,7 @@ public final class ClusterClient: Sendable {
         var definitiveFallback: Result<HSMResponse, HSMError>?
         var pause = Self.firstRoundPause
         for round in 0..<Self.maximumRounds {
-            var tried = Set<Int>()
+            var tried = NodeIDSet()
             var worthAnotherRound = false
             while let channel = pick(excluding: tried, rotate: rotate) {
                 tried.insert(channel.node.id)
@@ -358,7 +367,7 @@ public final class ClusterClient: Sendable {
     }
 
     /// Whether a node not in `tried` could still take a request: up, or due for a probe.
-    private func hasCandidate(excluding tried: Set<Int>) -> Bool {
+    private func hasCandidate(excluding tried: NodeIDSet) -> Bool {
         let now = clock.now()
         return channels.contains { channel in
             !tried.contains(channel.node.id) && channel.health.withLock { $0.state(now: now) } != .down
@@ -412,7 +421,7 @@ public final class ClusterClient: Sendable {
     /// keys on one node and its handles stay predictable. A down node whose backoff elapsed is
     /// probed by this caller first; when no node at all is up, the one due soonest is
     /// probed regardless, so a cluster that comes back is noticed at once.
-    func pick(excluding tried: Set<Int>, rotate: Bool = true) -> NodeChannel? {
+    func pick(excluding tried: NodeIDSet, rotate: Bool = true) -> NodeChannel? {
         let count = channels.count
         guard count > 0 else { return nil }
         let start =
@@ -421,9 +430,9 @@ public final class ClusterClient: Sendable {
         var best: NodeChannel?
         var bestLoad = Int.max
         var anyUp = false
+        let now = clock.now()
         for offset in 0..<count {
             let channel = channels[(start + offset) % count]
-            let now = clock.now()
             let state = channel.health.withLock { $0.state(now: now) }
             if state == .up { anyUp = true }
             guard !tried.contains(channel.node.id) else { continue }

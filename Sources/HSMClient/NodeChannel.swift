@@ -427,8 +427,11 @@ final class NodeChannel: @unchecked Sendable {
     /// Called with the monitor held: idle connections that broke or belong to another
     /// process are dropped without writing on them.
     private func dropUnusableIdleLocked() {
+        func isDroppable(_ slot: Slot) -> Bool { !slot.busy && !slot.connection.isUsable }
+        // Looked for first: on every lease, and there is almost never one to drop.
+        guard slots.contains(where: isDroppable) else { return }
         slots.removeAll { slot in
-            guard !slot.busy, !slot.connection.isUsable else { return false }
+            guard isDroppable(slot) else { return false }
             slot.connection.abandon()
             return true
         }
@@ -444,17 +447,9 @@ final class NodeChannel: @unchecked Sendable {
         for slot in dropped { slot.connection.abandon() }
     }
 
-    /// Whether a connection with this id is still in the pool (a session key's).
-    func hasSlot(_ id: Int) -> Bool { monitor.withLock { slots.contains { $0.id == id } } }
-
     /// Ids of connections logged in as someone, for logout.
     func loggedInSlots() -> [Int] {
         monitor.withLock { slots.filter { $0.loggedInAs != nil && $0.connection.isUsable }.map(\.id) }
-    }
-
-    /// Who a connection of this process is logged in as (the first one that is).
-    var loggedInAs: Credentials? {
-        monitor.withLock { slots.first { $0.loggedInAs != nil && $0.connection.isUsable }?.loggedInAs }
     }
 
     var openConnections: Int { monitor.withLock { slots.count } }

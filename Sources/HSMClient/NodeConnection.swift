@@ -12,8 +12,10 @@ import OpenSSLKit
 /// Not thread-safe: `ClusterClient` lends a connection to one caller at a time.
 public final class NodeConnection {
     public let node: NodeAddress
-    /// The process that opened the connection.
+    /// The process that opened the connection, for messages.
     public let ownerPID: pid_t
+    /// `ForkGeneration` when the connection opened: another value means a forked child.
+    private let ownerGeneration: UInt64
     private let connection: TLSConnection
     private let operationTimeoutMilliseconds: Int
     /// The socket's read and write timeout now; changed only when a request asks for
@@ -23,13 +25,11 @@ public final class NodeConnection {
     /// Set after a transport failure: the stream may hold half a frame or a late answer,
     /// so nothing more is sent on it.
     public private(set) var isBroken = false
-    /// Requests answered on this connection, for deciding whether a failure may be a
-    /// stale idle connection.
-    public private(set) var completedRequests = 0
 
     private init(node: NodeAddress, connection: TLSConnection, operationTimeoutMilliseconds: Int) {
         self.node = node
         self.ownerPID = getpid()
+        self.ownerGeneration = ForkGeneration.current
         self.connection = connection
         self.operationTimeoutMilliseconds = operationTimeoutMilliseconds
         self.socketTimeoutMilliseconds = operationTimeoutMilliseconds
@@ -55,7 +55,10 @@ public final class NodeConnection {
     }
 
     /// True when this process opened the connection and it has not failed.
-    public var isUsable: Bool { !isBroken && ownerPID == getpid() }
+    public var isUsable: Bool { !isBroken && isOwnedHere }
+
+    /// Whether this process opened the connection (not a forked child holding a copy).
+    private var isOwnedHere: Bool { ownerGeneration == ForkGeneration.current }
 
     /// A request written and not yet answered.
     public struct PendingRequest {
@@ -83,7 +86,7 @@ public final class NodeConnection {
     /// the same time (a login hashes slowly on every node). One request at a time per
     /// connection: `finish` it before the next `begin`.
     public func begin(_ request: HSMRequest, timeoutMilliseconds: Int? = nil) throws -> PendingRequest {
-        guard ownerPID == getpid() else {
+        guard isOwnedHere else {
             throw HSMError(
                 .connectionLost, "connection to \(node) belongs to process \(ownerPID), not \(getpid()) (forked)")
         }
@@ -131,7 +134,6 @@ public final class NodeConnection {
             } catch {
                 throw HSMError(.connectionLost, "malformed response from \(node): \(error)")
             }
-            completedRequests += 1
             return response
         } catch let error as HSMError {
             breakConnection()
@@ -162,7 +164,7 @@ public final class NodeConnection {
     /// Sends close_notify and closes; only in the process that opened the connection.
     public func close() {
         isBroken = true
-        if ownerPID == getpid() { connection.close() } else { connection.abandon() }
+        if isOwnedHere { connection.close() } else { connection.abandon() }
     }
 
     /// Closes the socket without writing anything: for a forked child holding its
@@ -175,7 +177,7 @@ public final class NodeConnection {
     deinit {
         // TLSConnection's own deinit sends close_notify, which in a forked child would
         // write into the parent's stream.
-        if ownerPID != getpid() { connection.abandon() }
+        if !isOwnedHere { connection.abandon() }
     }
 
     private func breakConnection() {

@@ -8,7 +8,7 @@ import Synchronization
 /// An RSA private key in a library context.
 ///
 /// The key never changes after init, and every operation uses an `EVP_PKEY_CTX` of its
-/// own (borrowed from `signers` or made for it), so many threads may sign and decrypt
+/// own (borrowed from `signers` or `decrypters`, or made for it), so many threads may sign and decrypt
 /// with one object at the same time.
 public final class RSAPrivateKey {
     let key: OwnedPKey
@@ -19,6 +19,11 @@ public final class RSAPrivateKey {
     /// lock), about a tenth of an RSA-2048 signature; an idle one is reused instead.
     private let signers = Mutex<[SignMechanism: [OwnedPKeyContext]]>([:])
     private static let idleSignersPerMechanism = 16
+    /// Decrypting operations ready for reuse, the same way; a list rather than a table by
+    /// mechanism because an OAEP label may be anything: at most `idleDecrypters` are kept,
+    /// the least recently used going first.
+    private let decrypters = Mutex<[(mechanism: DecryptMechanism, operation: OwnedPKeyContext)]>([])
+    private static let idleDecrypters = 16
     /// DER SubjectPublicKeyInfo of the public half.
     public let publicKeyInfo: [UInt8]
     public let modulusBits: Int
@@ -163,14 +168,30 @@ public final class RSAPrivateKey {
         guard data.count == modulusLength else {
             throw CryptoError.invalidArgument("ciphertext is \(data.count) bytes, the modulus is \(modulusLength)")
         }
-        let operation = try OwnedPKeyContext(key: key, context: context)
-        try operation.check(EVP_PKEY_decrypt_init(operation.pointer), "starting an RSA decryption")
-        try mechanism.configure(operation, digests: digests)
+        let operation: OwnedPKeyContext
+        let idle = decrypters.withLock { idle -> OwnedPKeyContext? in
+            guard let index = idle.lastIndex(where: { $0.mechanism == mechanism }) else { return nil }
+            return idle.remove(at: index).operation
+        }
+        if let idle {
+            operation = idle
+        } else {
+            operation = try OwnedPKeyContext(key: key, context: context)
+            try operation.check(EVP_PKEY_decrypt_init(operation.pointer), "starting an RSA decryption")
+            try mechanism.configure(operation, digests: digests)
+        }
+        let plaintext: [UInt8]
         do {
-            return try operation.run(data, "RSA decryption") { EVP_PKEY_decrypt($0, $1, $2, $3, $4) }
+            plaintext = try operation.run(data, "RSA decryption") { EVP_PKEY_decrypt($0, $1, $2, $3, $4) }
         } catch is OpenSSLError {
             throw CryptoError.decryptFailed
         }
+        // Only an operation that just succeeded goes back for reuse.
+        decrypters.withLock { idle in
+            if idle.count >= Self.idleDecrypters { idle.removeFirst() }
+            idle.append((mechanism, operation))
+        }
+        return plaintext
     }
 
     /// The public half as its own object.
@@ -179,7 +200,7 @@ public final class RSAPrivateKey {
     }
 }
 
-// The key pointer and digest table are written only in init, and `signers` is behind its
-// Mutex; OpenSSL allows concurrent operations on one EVP_PKEY, each with its own
+// The key pointer and digest table are written only in init, and `signers` and
+// `decrypters` are behind their Mutexes; OpenSSL allows concurrent operations on one EVP_PKEY, each with its own
 // EVP_PKEY_CTX, and an idle EVP_PKEY_CTX is handed to one thread at a time.
 extension RSAPrivateKey: @unchecked Sendable {}

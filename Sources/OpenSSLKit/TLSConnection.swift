@@ -89,10 +89,12 @@ public final class TLSConnection {
 
     private static func make(socket: TCPSocket, context: TLSContext) throws -> TLSConnection {
         guard let ssl = SSL_new(context.pointer) else { throw TLSError.io("\(OpenSSLError.capture("SSL_new"))") }
-        guard SSL_set_fd(ssl, socket.descriptor) == 1 else {
+        guard let bio = SocketBIO.make(descriptor: socket.descriptor) else {
             SSL_free(ssl)
-            throw TLSError.io("\(OpenSSLError.capture("SSL_set_fd"))")
+            throw TLSError.io("\(OpenSSLError.capture("BIO_new"))")
         }
+        // One reference serves as both the read and the write BIO, as SSL_set_fd does.
+        SSL_set_bio(ssl, bio, bio)
         socket.setNonBlocking()
         // A write that must wait is retried from a new Swift buffer address.
         _ = SSL_ctrl(ssl, SSL_CTRL_MODE, Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), nil)
@@ -136,11 +138,9 @@ public final class TLSConnection {
         while true {
             ERR_set_mark()
             defer { ERR_pop_to_mark() }
-            // SSL_read writes too (an alert, for one), so every step runs with SIGPIPE blocked.
-            let (result, number) = withSIGPIPEBlocked { () -> (Int32, Int32) in
-                let result = step()
-                return (result, errno)
-            }
+            // No SIGPIPE to guard against: the socket BIO sends with MSG_NOSIGNAL.
+            let result = step()
+            let number = errno
             if result > 0 { return result }
             let code = SSL_get_error(ssl, result)
             let forWriting: Bool
@@ -253,7 +253,7 @@ public final class TLSConnection {
         guard !isClosed else { return }
         isClosed = true
         ERR_set_mark()
-        _ = withSIGPIPEBlocked { SSL_shutdown(ssl) }
+        _ = SSL_shutdown(ssl)
         ERR_pop_to_mark()
         socket.close()
     }
@@ -265,7 +265,7 @@ public final class TLSConnection {
         guard !isClosed else { return }
         isClosed = true
         ERR_set_mark()
-        _ = withSIGPIPEBlocked { SSL_shutdown(ssl) }
+        _ = SSL_shutdown(ssl)
         ERR_pop_to_mark()
         socket.finishSending(lingeringMilliseconds: lingeringMilliseconds)
         socket.close()
@@ -296,26 +296,4 @@ public final class TLSConnection {
         ERR_error_string_n(code, &buffer, buffer.count)
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
-}
-
-/// Runs `body` with SIGPIPE blocked on this thread and swallows a SIGPIPE it raised, so
-/// writing to a closed peer fails with EPIPE instead of killing the host process.
-func withSIGPIPEBlocked<T>(_ body: () -> T) -> T {
-    var block = sigset_t()
-    var previous = sigset_t()
-    sigemptyset(&block)
-    sigaddset(&block, SIGPIPE)
-    var pendingBefore = sigset_t()
-    sigpending(&pendingBefore)
-    let wasPending = sigismember(&pendingBefore, SIGPIPE) == 1
-    pthread_sigmask(SIG_BLOCK, &block, &previous)
-    let result = body()
-    var pendingAfter = sigset_t()
-    sigpending(&pendingAfter)
-    if !wasPending, sigismember(&pendingAfter, SIGPIPE) == 1 {
-        var zero = timespec()
-        _ = sigtimedwait(&block, nil, &zero)
-    }
-    pthread_sigmask(SIG_SETMASK, &previous, nil)
-    return result
 }

@@ -12,7 +12,7 @@ import Synchronization
 
 let usage = """
     usage: pkpspeed [-s USER -p PASSWORD] [-k HANDLE | -f FAKE_PEM] [-t THREADS] [-d SECONDS]
-                    [-o sign|decrypt] [-m BITS] [--json]
+                    [-o sign|decrypt] [-m BITS] [--node-pids PID,...] [--json]
       -s, -p   crypto user and password (default: n3fips_password or CLOUDHSM_PIN, user:password)
       -k       private key handle to use;  -f  a fake PEM file naming it
                (neither: a token RSA key of -m bits is generated first)
@@ -20,6 +20,8 @@ let usage = """
       -n       stop after this many operations in all (within -d)
       -o       sign (SHA-256 PKCS#1 v1.5, default) or decrypt (PKCS#1 v1.5)
       -m       modulus bits of a generated key (default 2048)
+      --node-pids  the local hsmd processes serving the run: also report the CPU time
+               they used during the timed run per operation they served (from /proc)
       --json   one JSON object instead of text
     The cluster configuration comes from CLOUDHSM_CONFIG (else /etc/cloudhsm/cluster.cfg).
     """
@@ -35,6 +37,7 @@ struct Options {
     var bits = 2048
     var json = false
     var total: Int?
+    var nodePIDs: [Int32] = []
 }
 
 func fail(_ message: String, status: Int32 = 1) -> Never {
@@ -78,6 +81,12 @@ func parseOptions(_ arguments: [String]) -> Options {
         case "-n":
             guard let total = Int(value(flag)), total > 0 else { fail("-n needs a positive count", status: 2) }
             options.total = total
+        case "--node-pids":
+            let pids = value(flag).split(separator: ",").map { Int32($0) }
+            guard !pids.isEmpty, pids.allSatisfy({ ($0 ?? 0) > 0 }) else {
+                fail("--node-pids needs process ids separated by commas", status: 2)
+            }
+            options.nodePIDs = pids.compactMap { $0 }
         case "--json": options.json = true
         case "-h", "--help":
             print(usage)
@@ -98,6 +107,31 @@ func nodeCounters(_ client: ClusterClient) -> [Int: (sign: UInt64, decrypt: UInt
         }
     }
     return counters
+}
+
+/// CPU time (user + system) a process has used, in microseconds, from /proc/PID/stat.
+func processCPUMicroseconds(_ pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let end = stat.lastIndex(of: ")")
+    else { return nil }
+    // After "pid (comm) ": state is field 3, utime and stime are fields 14 and 15.
+    let fields = stat[stat.index(after: end)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) * 1_000_000 / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// CPU time this process has used, in microseconds.
+func ownCPUMicroseconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func microseconds(_ time: timeval) -> Double { Double(time.tv_sec) * 1_000_000 + Double(time.tv_usec) }
+    return microseconds(usage.ru_utime) + microseconds(usage.ru_stime)
+}
+
+func nodesCPUMicroseconds() -> Double? {
+    let times = options.nodePIDs.map(processCPUMicroseconds)
+    guard times.allSatisfy({ $0 != nil }) else { return nil }
+    return times.compactMap { $0 }.reduce(0, +)
 }
 
 func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
@@ -205,6 +239,8 @@ do {
 
 let before = nodeCounters(client)
 let clientBefore = client.statistics()
+let nodesCPUBefore = options.nodePIDs.isEmpty ? nil : nodesCPUMicroseconds()
+let ownCPUBefore = ownCPUMicroseconds()
 
 // The run: every thread loops until the deadline, timing each operation.
 final class ThreadResult: @unchecked Sendable {
@@ -244,6 +280,8 @@ for result in results {
 }
 finished.wait()
 let wall = Date().timeIntervalSince(start)
+let ownCPU = ownCPUMicroseconds() - ownCPUBefore
+let nodesCPU = nodesCPUBefore.flatMap { before in nodesCPUMicroseconds().map { $0 - before } }
 
 let after = nodeCounters(client)
 let clientAfter = client.statistics()
@@ -277,6 +315,11 @@ for (index, node) in client.nodes.enumerated() {
             busy: clientAfter[index].busyAnswers - clientBefore[index].busyAnswers, down: clientAfter[index].isDown))
 }
 let servedTotal = shares.compactMap(\.served).reduce(0, +)
+/// This process's CPU time per operation during the timed run: what the client side of
+/// each operation costs (the timing and bookkeeping of the run included).
+let clientCPUPerOperation = operations > 0 ? ownCPU / Double(operations) : 0
+/// The listed nodes' CPU time during the timed run per operation they served.
+let nodeCPUPerOperation = nodesCPU.flatMap { cpu in servedTotal > 0 ? cpu / Double(servedTotal) : nil }
 func share(_ served: UInt64?) -> Double {
     guard let served, servedTotal > 0 else { return 0 }
     return rounded(Double(served) * 100 / Double(servedTotal), 10)
@@ -288,6 +331,7 @@ if options.json {
         "seconds": rounded(wall), "operations": operations, "errors": errors,
         "ops_per_second": rounded(perSecond, 10), "latency_ms_p50": rounded(percentile(latencies, 0.5)),
         "latency_ms_p99": rounded(percentile(latencies, 0.99)), "latency_ms_max": rounded(slowest),
+        "client_cpu_us_per_op": rounded(clientCPUPerOperation, 10),
         "nodes": shares.map { node -> [String: Any] in
             [
                 "id": node.id, "address": node.address, "served": node.served.map { Int($0) } ?? NSNull(),
@@ -297,6 +341,7 @@ if options.json {
         },
     ]
     if let firstError { object["first_error"] = firstError }
+    if let nodeCPUPerOperation { object["node_cpu_us_per_op"] = rounded(nodeCPUPerOperation, 10) }
     let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
     print(String(decoding: data, as: UTF8.self))
 } else {
@@ -309,6 +354,8 @@ if options.json {
     print(
         "latency_ms: p50 \(rounded(percentile(latencies, 0.5))) p99 \(rounded(percentile(latencies, 0.99))) "
             + "max \(rounded(slowest))")
+    print("client_cpu_us_per_op: \(rounded(clientCPUPerOperation, 10))")
+    if let nodeCPUPerOperation { print("node_cpu_us_per_op: \(rounded(nodeCPUPerOperation, 10))") }
     for node in shares {
         let served = node.served.map(String.init) ?? "unknown"
         print(

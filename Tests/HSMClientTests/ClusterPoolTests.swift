@@ -88,6 +88,40 @@ final class ClusterPoolTests: XCTestCase {
         XCTAssertEqual(Set((0..<6).compactMap { _ in client.pick(excluding: [])?.node.id }), [0, 1, 2])
     }
 
+    /// With no load to see, a fresh client's first request may go to any node: each
+    /// process starts its rotation at a random place. (A fixed start sent every one-shot
+    /// process to the same node.) 60 clients all starting on one or two of three nodes
+    /// happens by chance once in 10^10 runs.
+    func testFreshClientsStartTheirRotationAtRandomNodes() throws {
+        let firsts = try (0..<60).map { _ in try makeClient().pick(excluding: [])?.node.id }
+        XCTAssertEqual(Set(firsts), [0, 1, 2], "\(firsts)")
+    }
+
+    /// Workers forked from one parent do not all start where the parent's rotation stands:
+    /// each child starts again at a random place (16 children on one node: 1 in 10^7).
+    func testForkedChildrenStartTheirRotationAtRandomNodes() throws {
+        let client = try makeClient()
+        _ = client.pick(excluding: [])
+        var children: [pid_t] = []
+        for _ in 0..<16 {
+            let pid = fork()
+            if pid == 0 {
+                client.resetAfterFork()
+                _exit(Int32(client.pick(excluding: [])?.node.id ?? 99))
+            }
+            XCTAssertGreaterThan(pid, 0)
+            children.append(pid)
+        }
+        var firsts: [Int32] = []
+        for pid in children {
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            firsts.append((status >> 8) & 0xff)
+        }
+        XCTAssertGreaterThan(Set(firsts).count, 1, "\(firsts)")
+        XCTAssertTrue(Set(firsts).isSubset(of: [0, 1, 2]), "\(firsts)")
+    }
+
     /// Many threads through one client: every node serves a fair share, and a slow node,
     /// whose requests stay outstanding longer, gets less.
     func testLoadSpreadsAndAvoidsASlowNode() throws {

@@ -4,10 +4,11 @@
 // output without the real hsmd.
 
 import CloudHSMCore
-@testable import HSMClient
 import Foundation
 import OpenSSLKit
 import XCTest
+
+@testable import HSMClient
 
 /// Certificates for the fake nodes: a CA and one leaf for 127.0.0.1/localhost.
 struct TestPKI {
@@ -42,11 +43,14 @@ func runProcess(_ executable: String, _ arguments: [String], input: String? = ni
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output
-    let inputPipe = Pipe()
-    process.standardInput = inputPipe
+    // Standard input comes from a file, not a pipe: writing to a pipe whose reader already
+    // exited (a tool that stops at a missing configuration) raises SIGPIPE, which would
+    // kill the whole test process.
+    let inputFile = FileManager.default.temporaryDirectory.appendingPathComponent("stdin-\(UUID().uuidString)")
+    try Data((input ?? "").utf8).write(to: inputFile)
+    defer { try? FileManager.default.removeItem(at: inputFile) }
+    process.standardInput = try FileHandle(forReadingFrom: inputFile)
     try process.run()
-    if let input { inputPipe.fileHandleForWriting.write(Data(input.utf8)) }
-    try inputPipe.fileHandleForWriting.close()
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     let text = String(decoding: data, as: UTF8.self)

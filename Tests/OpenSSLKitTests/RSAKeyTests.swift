@@ -150,6 +150,28 @@ final class RSAKeyTests: XCTestCase {
         XCTAssertEqual(try key.decrypt(encrypted, mechanism: .raw), raw)
     }
 
+    /// Decrypting operations are reused, per mechanism and OAEP label: mixing mechanisms,
+    /// labels and failures never lets one request decrypt with another's settings.
+    func testReusedDecryptionsKeepTheirMechanism() throws {
+        let publicKey = try key.publicKey()
+        let message = Array("premaster secret".utf8)
+        let mechanisms: [DecryptMechanism] =
+            [.pkcs1] + (0..<20).map { .oaep(digest: .sha256, mgf1Digest: .sha256, label: [UInt8($0)]) }
+        let ciphertexts = try mechanisms.map { try publicKey.encrypt(message, mechanism: $0) }
+        for round in 0..<3 {
+            for (index, mechanism) in mechanisms.enumerated() {
+                XCTAssertEqual(try key.decrypt(ciphertexts[index], mechanism: mechanism), message, "\(mechanism)")
+                // Another label's ciphertext fails with this label's operation, even reused
+                // (OAEP only: a PKCS#1 v1.5 check passes a random block now and then).
+                guard index > 0 else { continue }
+                let other = ciphertexts[1 + (index + round) % (ciphertexts.count - 1)]
+                XCTAssertThrowsError(try key.decrypt(other, mechanism: mechanism), "\(mechanism)") {
+                    XCTAssertEqual($0 as? CryptoError, .decryptFailed)
+                }
+            }
+        }
+    }
+
     func testConcurrentSigningOnOneKey() throws {
         let digest = try Digest.hash([9], algorithm: .sha256, context: context)
         let expected = try key.sign(digest: digest, mechanism: .pkcs1(digest: .sha256))

@@ -114,6 +114,49 @@ final class TLSConnectionTests: XCTestCase {
         }
     }
 
+    /// Writing to a peer that has gone fails with an error instead of raising SIGPIPE, with
+    /// the signal at its default action (which kills the process, as in a host that did
+    /// not ignore it): the socket BIO sends with MSG_NOSIGNAL.
+    func testWritingToAPeerThatHasGoneRaisesNoSIGPIPE() throws {
+        let previous = signal(SIGPIPE, SIG_DFL)
+        defer { signal(SIGPIPE, previous) }
+        let context = try CryptoContext()
+        let server = try serverContext(context)
+        let listener = try TCPListener(host: "127.0.0.1", port: 0)
+        let accepted = DispatchSemaphore(value: 0)
+        let closer = Thread {
+            if let socket = try? listener.accept(),
+                let connection = try? TLSConnection.accept(socket, context: server, timeoutMilliseconds: 5000)
+            {
+                connection.abandon()
+            }
+            accepted.signal()
+        }
+        closer.start()
+        let client = try TLSContext.client(trustAnchorPath: path("ca.crt"), context: context)
+        let connection = try TLSConnection.connect(
+            host: "127.0.0.1", port: listener.port, context: client, timeoutMilliseconds: 5000)
+        accepted.wait()
+        // The first writes may still be taken by the kernel; the peer's reset makes a
+        // later one fail with EPIPE or ECONNRESET.
+        var failure: Error?
+        for _ in 0..<50 where failure == nil {
+            do {
+                try connection.write([UInt8](repeating: 1, count: 1000), deadline: .after(milliseconds: 2000))
+                usleep(10_000)
+            } catch {
+                failure = error
+            }
+        }
+        guard let failure else { return XCTFail("writing to a closed peer never failed") }
+        switch failure {
+        case TLSError.closed, TLSError.io: break
+        default: XCTFail("got \(failure)")
+        }
+        connection.close()
+        listener.close()
+    }
+
     // MARK: - Deadlines
 
     func testHandshakeDeadlineHoldsAgainstAPeerThatSendsNothing() throws {
