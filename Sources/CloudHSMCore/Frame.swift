@@ -24,14 +24,17 @@ public struct Frame: Equatable, Sendable {
     public var isResponse: Bool { operation & Frame.responseBit != 0 }
 
     public func encoded() -> [UInt8] {
-        var writer = WireWriter()
-        writer.write(Frame.magic.0)
-        writer.write(Frame.magic.1)
-        writer.write(Frame.version)
-        writer.write(operation)
-        writer.write(requestID)
-        writer.write(UInt32(payload.count))
-        return writer.bytes + payload
+        // One allocation for header and payload: this runs for every request and answer.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Frame.headerLength + payload.count)
+        bytes += [Frame.magic.0, Frame.magic.1, Frame.version, operation]
+        for shift in stride(from: 24, through: 0, by: -8) {
+            bytes.append(UInt8(truncatingIfNeeded: requestID >> shift))
+        }
+        let length = UInt32(payload.count)
+        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: length >> shift)) }
+        bytes += payload
+        return bytes
     }
 
     /// The parsed header: what follows and how long it is.

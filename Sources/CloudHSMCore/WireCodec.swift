@@ -97,7 +97,10 @@ public struct WireReader: Sendable {
     }
 
     public mutating func readBytes(_ what: String, maximum: Int = Frame.maximumPayloadLength) throws -> [UInt8] {
-        let count = Int(try readUInt32("\(what) length"))
+        // The field names of errors are built only when there is an error: this runs
+        // several times per request on the hot path.
+        guard remaining >= 4 else { throw WireError.truncated("\(what) length") }
+        let count = Int(try readBigEndian(width: 4, what))
         guard count <= maximum else { throw WireError.invalidValue("\(what) is longer than \(maximum) bytes") }
         guard remaining >= count else { throw WireError.truncated(what) }
         defer { offset += count }
@@ -106,6 +109,7 @@ public struct WireReader: Sendable {
 
     public mutating func readString(_ what: String, maximum: Int = 4096) throws -> String {
         let raw = try readBytes(what, maximum: maximum)
+        if raw.isEmpty { return "" }
         // Names, labels and passwords end up in C strings (SQLite, OpenSSL), where a NUL
         // would silently cut them short.
         guard !raw.contains(0) else { throw WireError.invalidValue("\(what) contains a NUL byte") }
@@ -116,7 +120,17 @@ public struct WireReader: Sendable {
     }
 
     public mutating func readOptional<T>(_ what: String, _ body: (inout WireReader) throws -> T) throws -> T? {
-        try readBool("\(what) presence") ? try body(&self) : nil
+        guard remaining >= 1 else { throw WireError.truncated("\(what) presence") }
+        switch bytes[offset] {
+        case 0:
+            offset += 1
+            return nil
+        case 1:
+            offset += 1
+            return try body(&self)
+        default:
+            throw WireError.invalidValue("\(what) presence is not a boolean")
+        }
     }
 
     public mutating func readEnum<E: RawRepresentable>(_ type: E.Type, _ what: String) throws -> E
