@@ -43,6 +43,14 @@ public final class NodeMetrics: Sendable {
         case connectionLimit = "connection_limit"
     }
 
+    /// Where a connection was refused for want of a slot.
+    public enum Refusal: String, CaseIterable, Sendable {
+        /// At accept: every slot it could take (or take over) was busy.
+        case accept
+        /// At login: every logged-in slot was taken (the login is answered 0xbb).
+        case login
+    }
+
     /// Upper bounds of the latency buckets: an RSA-2048 sign takes about a millisecond, a
     /// paced or queued one much longer.
     static let latencyBuckets: [Duration] = [
@@ -59,7 +67,7 @@ public final class NodeMetrics: Sendable {
     private let logins: [LoginOutcome: Counter]
     private let lockouts: Counter
     private let accepted: Counter
-    private let refused: Counter
+    private let refused: [Refusal: Counter]
     private let evicted: Counter
     private let handshakeFailures: Counter
     /// Per peer node: when its last complete sync began (wall clock), and whether the
@@ -122,9 +130,16 @@ public final class NodeMetrics: Sendable {
             help: "Users locked by a failed login on this node (the fifth distinct wrong password)")
         self.accepted = Self.counter(
             registry, "hsmd_connections_accepted_total", help: "Connections accepted and given a slot")
-        self.refused = Self.counter(
-            registry, "hsmd_connections_refused_total",
-            help: "Connections closed at once: every slot they could take was busy")
+        self.refused = Dictionary(
+            uniqueKeysWithValues: Refusal.allCases.map {
+                (
+                    $0,
+                    Self.counter(
+                        registry, "hsmd_connections_refused_total", labels: [("when", $0.rawValue)],
+                        help: "Connections closed for want of a slot: at accept (every slot busy), at login (every "
+                            + "logged-in slot taken)")
+                )
+            })
         self.evicted = Self.counter(
             registry, "hsmd_connections_evicted_total",
             help: "Connections not logged in that were closed to make room for a new one")
@@ -152,7 +167,7 @@ public final class NodeMetrics: Sendable {
     func recordLogin(_ outcome: LoginOutcome) { logins[outcome]!.increment() }
     func recordLockout() { lockouts.increment() }
     func recordAccepted() { accepted.increment() }
-    func recordRefused() { refused.increment() }
+    func recordRefused(_ refusal: Refusal) { refused[refusal]!.increment() }
     func recordEvicted() { evicted.increment() }
     func recordHandshakeFailure() { handshakeFailures.increment() }
 

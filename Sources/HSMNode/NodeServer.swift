@@ -86,7 +86,7 @@ public final class NodeServer: @unchecked Sendable {
             let source = socket.sourceKey
             let admitted = registry.withLock { $0.admit(socket, source: source) }
             guard let id = admitted.id else {
-                handler.state.metrics.recordRefused()
+                handler.state.metrics.recordRefused(.accept)
                 throttledLog(
                     "refusing a connection from \(socket.peerDescription): \(admitted.refusal ?? "")",
                     kind: "connections refused", source: source)
@@ -232,6 +232,7 @@ public final class NodeServer: @unchecked Sendable {
             && frame.operation == CloudHSMCore.Operation.login.rawValue
         if isLogin, !registry.withLock({ $0.admission.promote(state.id) }) {
             state.isClosing = true
+            handler.state.metrics.recordRefused(.login)
             handler.state.metrics.recordThrottled(.connectionLimit)
             throttledLog(
                 "connection \(state.id) from \(state.peer): login refused, "

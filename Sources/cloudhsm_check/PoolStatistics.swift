@@ -155,7 +155,6 @@ func runPoolStatistics(_ arguments: [String]) -> Never {
         stop("login failed on every node:\n" + logins.map { "    " + $0.statusLine }.joined(separator: "\n"))
     }
 
-    let before = client.statistics()
     let record = RunRecord()
     let claimed = Atomic<Int>(0)
     let running = Atomic<Int>(options.threads)
@@ -212,9 +211,7 @@ func runPoolStatistics(_ arguments: [String]) -> Never {
     let after = client.statistics()
     client.close()
 
-    let rows = zip(before, after).map { before, after in
-        StatisticsRow(before: before, after: after, run: record.nodes[after.node.id] ?? NodeRun())
-    }
+    let rows = after.map { StatisticsRow(after: $0, run: record.nodes[$0.node.id] ?? NodeRun()) }
     let ok = record.failed == 0 && record.notVerified == 0
     if options.json {
         var object: [String: Any] = [
@@ -242,16 +239,16 @@ func runPoolStatistics(_ arguments: [String]) -> Never {
     exit(ok ? 0 : 1)
 }
 
-/// One node's line: the pool's counters over the run, and what the run measured.
+/// One node's line: the pool's counters (since this process started: its login
+/// included) and what the run measured.
 struct StatisticsRow {
-    let before: ClusterClient.NodeStatistics
     let after: ClusterClient.NodeStatistics
     let run: NodeRun
 
-    var sent: UInt64 { after.requestsSent &- before.requestsSent }
-    var failures: UInt64 { after.failures &- before.failures }
-    var busy: UInt64 { after.busyAnswers &- before.busyAnswers }
-    var probes: UInt64 { after.probes &- before.probes }
+    var sent: UInt64 { after.requestsSent }
+    var failures: UInt64 { after.failures }
+    var busy: UInt64 { after.busyAnswers }
+    var probes: UInt64 { after.probes }
     var sorted: [Double] { run.latencies.sorted() }
 
     static let header =
