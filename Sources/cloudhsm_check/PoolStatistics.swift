@@ -233,7 +233,7 @@ func runPoolStatistics(_ arguments: [String]) -> Never {
         print(StatisticsRow.header)
         for row in rows { print(row.line) }
         for row in rows where row.after.isDown || row.after.reason != nil {
-            print("node \(row.after.node.id): \(row.after.isDown ? "down" : "last failure"): \(row.after.reason ?? "")")
+            print("node \(row.after.node.id): \(row.after.isDown ? "" : "last failure: ")\(row.after.reason ?? "")")
         }
     }
     exit(ok ? 0 : 1)

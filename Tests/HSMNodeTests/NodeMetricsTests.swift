@@ -43,7 +43,8 @@ final class NodeMetricsTests: XCTestCase {
             XCTAssertEqual(values["hsmd_throttled_responses_total{reason=\"\(reason)\"}"], 0)
         }
         for name in [
-            "hsmd_user_lockouts_total", "hsmd_connections_accepted_total", "hsmd_connections_refused_total",
+            "hsmd_user_lockouts_total", "hsmd_connections_accepted_total",
+            "hsmd_connections_refused_total{when=\"accept\"}", "hsmd_connections_refused_total{when=\"login\"}",
             "hsmd_connections_evicted_total", "hsmd_tls_handshake_failures_total",
         ] {
             XCTAssertEqual(values[name], 0, name)
