@@ -147,8 +147,10 @@ public final class EVPDigestOperation {
         let copy = try copy()
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
-        try checkedCall("finishing \(digest.name)") {
-            out.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(copy.pointer, $0.baseAddress, &length) }
+        try withExtendedLifetime(copy) {
+            try checkedCall("finishing \(digest.name)") {
+                out.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(copy.pointer, $0.baseAddress, &length) }
+            }
         }
         out.removeSubrange(Int(length)...)
         return out
@@ -195,7 +197,7 @@ public final class EVPKey: @unchecked Sendable {
         var key: OpaquePointer? = nil
         try checkedCall("starting a \(algorithm) key import") { EVP_PKEY_fromdata_init(operation) }
         try checkedCall("importing a \(algorithm) public key") {
-            EVP_PKEY_fromdata(operation, &key, cshim_EVP_PKEY_PUBLIC_KEY(), publicParameters.pointer)
+            publicParameters.withUnsafePointer { EVP_PKEY_fromdata(operation, &key, cshim_EVP_PKEY_PUBLIC_KEY(), $0) }
         }
         guard let key else { throw OpenSSLError(operation: "importing a \(algorithm) public key", reasons: []) }
         pointer = key
@@ -214,6 +216,19 @@ public final class EVPKey: @unchecked Sendable {
     /// DER SubjectPublicKeyInfo.
     public func publicKeyInfo() throws -> [UInt8] {
         try OwnedPKey.encodePublicKeyInfo(pointer)
+    }
+
+    /// Runs OpenSSL's public key check (EVP_PKEY_public_check), as `openssl pkey
+    /// -pubcheck` does; false with OpenSSL's reason left on the queue.
+    public func checkPublicKey(context: CryptoContext) throws -> Bool {
+        let operation = try checkedPointer("creating a key check") {
+            EVP_PKEY_CTX_new_from_pkey(context.pointer, pointer, nil)
+        }
+        defer { EVP_PKEY_CTX_free(operation) }
+        ERR_set_mark()
+        let result = EVP_PKEY_public_check(operation)
+        if result == 1 { ERR_pop_to_mark() } else { ERR_clear_last_mark() }
+        return result == 1
     }
 
     /// A big-number parameter ("n", "e") as unsigned big-endian bytes.
@@ -279,6 +294,10 @@ public final class EVPKeyOperation {
 
     public func setParameters(_ params: UnsafePointer<OSSL_PARAM>) throws {
         try checkedCall("setting operation parameters") { EVP_PKEY_CTX_set_params(pointer, params) }
+    }
+
+    public func setParameters(_ list: ParamList) throws {
+        try list.withUnsafePointer { try setParameters($0) }
     }
 
     public func getParameters(_ params: UnsafeMutablePointer<OSSL_PARAM>) throws {
@@ -460,7 +479,9 @@ public func bigEndianInteger(of parameter: UnsafePointer<OSSL_PARAM>) -> [UInt8]
 /// not take it (another type, or too small a buffer).
 public func setBigEndianInteger(_ bytes: [UInt8], in parameter: UnsafeMutablePointer<OSSL_PARAM>) -> Bool {
     guard let number = try? BigNumber(bigEndian: bytes) else { return false }
-    return discardingOpenSSLErrors { OSSL_PARAM_set_BN(parameter, number.pointer) == 1 }
+    return withExtendedLifetime(number) {
+        discardingOpenSSLErrors { OSSL_PARAM_set_BN(parameter, number.pointer) == 1 }
+    }
 }
 
 /// Builds a parameter list (OSSL_PARAM_BLD). Keys are static strings: OpenSSL keeps the
@@ -532,9 +553,15 @@ public final class ParamBuilder {
 
 /// A parameter list made by `ParamBuilder` (freed with OSSL_PARAM_free).
 public final class ParamList {
-    public let pointer: UnsafeMutablePointer<OSSL_PARAM>
+    let pointer: UnsafeMutablePointer<OSSL_PARAM>
 
     init(taking pointer: UnsafeMutablePointer<OSSL_PARAM>) { self.pointer = pointer }
 
     deinit { OSSL_PARAM_free(pointer) }
+
+    /// Calls `body` with the list, which lives at least until `body` returns (a bare
+    /// pointer read from it may outlive the list itself).
+    public func withUnsafePointer<R>(_ body: (UnsafeMutablePointer<OSSL_PARAM>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(pointer) }
+    }
 }

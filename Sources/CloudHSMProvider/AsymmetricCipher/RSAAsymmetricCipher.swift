@@ -9,26 +9,61 @@ import COpenSSL
 import CloudHSMCore
 import OpenSSLKit
 
+/// An OAEP digest setting. One the HSMs do not take is kept with its refusal until OAEP
+/// needs it: with another padding the default provider does not use it either.
+enum OAEPDigestSetting {
+    case digest(HSMDigest)
+    case refused(name: String, ProviderError)
+
+    init(name: String, properties: String?, for purpose: String) throws {
+        do {
+            self = .digest(try HSMDigest.named(name, properties: properties, for: purpose))
+        } catch let error as ProviderError where error.reason == .unsupported {
+            // Answered by OpenSSL's name for it, as the default provider answers.
+            let canonical = try? EVPDigest(name: name, properties: properties, context: runtime.library().context).name
+            self = .refused(name: canonical ?? name, error)
+        }
+    }
+
+    func digest() throws -> HSMDigest {
+        switch self {
+        case .digest(let digest): return digest
+        case .refused(_, let error): throw error
+        }
+    }
+
+    /// OpenSSL's name for the digest (EVP_MD_get0_name), as the default provider answers it.
+    var name: String {
+        switch self {
+        case .digest(let digest): return digest.name.description
+        case .refused(let name, _): return name
+        }
+    }
+}
+
 /// The settings of a decryption, with the default provider's parameter rules.
 struct RSADecryptionSettings {
     private(set) var padding = RSAPadding.pkcs1
     /// nil until set: OAEP then uses SHA-1, as the default provider does.
-    private(set) var oaepDigest: HSMDigest?
+    private(set) var oaepDigest: OAEPDigestSetting?
     /// nil: MGF1 follows the OAEP digest.
-    private(set) var mgf1Digest: HSMDigest?
+    private(set) var mgf1Digest: OAEPDigestSetting?
     private(set) var oaepLabel: [UInt8] = []
     private(set) var clientVersion: UInt32 = 0
     private(set) var negotiatedVersion: UInt32 = 0
 
     mutating func apply(_ params: ParamReader, properties: String?) throws {
         if let name = try params.string("digest") {
-            oaepDigest = try HSMDigest.named(
-                name, properties: params.string("digest-props") ?? properties, for: "OAEP decryption")
-            try Self.refuseMD5SHA1(oaepDigest)
+            oaepDigest = try OAEPDigestSetting(
+                name: name, properties: params.string("digest-props") ?? properties, for: "OAEP decryption")
         }
         if let mode = try RSAPadding.read(params) {
             switch mode {
-            case .pkcs1, .none, .oaep, .tls: padding = mode
+            case .pkcs1, .none, .tls: padding = mode
+            case .oaep:
+                padding = mode
+                // As the default provider: OAEP without a digest set takes SHA-1 at once.
+                if oaepDigest == nil { oaepDigest = .digest(.sha1) }
             case .pss: throw ProviderError(.unsupported, "PSS padding is for signatures, not RSA decryption")
             case .x931:
                 throw ProviderError(
@@ -36,19 +71,12 @@ struct RSADecryptionSettings {
             }
         }
         if let name = try params.string("mgf1-digest") {
-            mgf1Digest = try HSMDigest.named(
-                name, properties: params.string("mgf1-properties") ?? properties, for: "MGF1 in OAEP decryption")
-            try Self.refuseMD5SHA1(mgf1Digest)
+            mgf1Digest = try OAEPDigestSetting(
+                name: name, properties: params.string("mgf1-properties") ?? properties, for: "MGF1 in OAEP decryption")
         }
         if let label = try params.octets("oaep-label") { oaepLabel = label }
         if let version = try params.unsigned("tls-client-version") { clientVersion = try Self.version(version) }
         if let version = try params.unsigned("tls-negotiated-version") { negotiatedVersion = try Self.version(version) }
-    }
-
-    private static func refuseMD5SHA1(_ digest: HSMDigest?) throws {
-        if digest == .md5SHA1 {
-            throw ProviderError(.unsupported, "OAEP with MD5-SHA1: the HSMs do not decrypt with it")
-        }
     }
 
     private static func version(_ value: UInt64) throws -> UInt32 {
@@ -60,21 +88,25 @@ struct RSADecryptionSettings {
 
     func answer(_ writer: ParamWriter, labelStorage: UnsafeRawBufferPointer?) throws {
         try padding.write(writer)
-        // As the default provider: the OAEP digest is empty until set or needed.
-        try writer.set("digest", staticString: oaepDigest?.name ?? "")
-        try writer.set("mgf1-digest", staticString: (mgf1Digest ?? oaepDigest)?.name ?? "")
+        // As the default provider: the OAEP digest is empty until set.
+        try writer.set("digest", string: oaepDigest?.name ?? "")
+        try writer.set("mgf1-digest", string: (mgf1Digest ?? oaepDigest)?.name ?? "")
         try writer.set("oaep-label", octets: oaepLabel, storage: labelStorage)
         try writer.set("tls-client-version", unsigned: UInt64(clientVersion))
         try writer.set("tls-negotiated-version", unsigned: UInt64(negotiatedVersion))
     }
 
     /// The HSM mechanism for a decryption that is not TLS's.
-    var mechanism: DecryptMechanism {
+    func mechanism() throws -> DecryptMechanism {
         switch padding {
         case .none: return .raw
         case .oaep:
-            let digest = oaepDigest ?? .sha1
-            return .oaep(digest: digest.algorithm, mgf1Digest: (mgf1Digest ?? digest).algorithm, label: oaepLabel)
+            let digest = try oaepDigest?.digest() ?? .sha1
+            let mgf1 = try mgf1Digest?.digest() ?? digest
+            for used in [digest, mgf1] where used == .md5SHA1 {
+                throw ProviderError(.unsupported, "OAEP with MD5-SHA1: the HSMs do not decrypt with it")
+            }
+            return .oaep(digest: digest.algorithm, mgf1Digest: mgf1.algorithm, label: oaepLabel)
         default: return .pkcs1
         }
     }
@@ -155,7 +187,7 @@ final class RSACipherContext {
         trace(
             "decrypt: key handle \(key.reference?.handle ?? 0), padding \(settings.padding), \(ciphertext.count) bytes")
         guard settings.padding == .tls else {
-            return try runtime.keys.decrypt(key, mechanism: settings.mechanism, input: ciphertext)
+            return try runtime.keys.decrypt(key, mechanism: settings.mechanism(), input: ciphertext)
         }
         let random = try SecureRandom.bytes(TLSPremaster.length, context: runtime.library().context)
         return try TLSPremaster.secret(

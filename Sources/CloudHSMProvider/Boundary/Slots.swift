@@ -39,6 +39,7 @@ enum KeyManagementSlot {
     static let queryOperationName = Slot(
         OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, OSSL_FUNC_keymgmt_query_operation_name)
     static let duplicate = Slot(OSSL_FUNC_KEYMGMT_DUP, OSSL_FUNC_keymgmt_dup)
+    static let validate = Slot(OSSL_FUNC_KEYMGMT_VALIDATE, OSSL_FUNC_keymgmt_validate)
     static let generationInit = Slot(OSSL_FUNC_KEYMGMT_GEN_INIT, OSSL_FUNC_keymgmt_gen_init)
     static let generationSetParams = Slot(OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, OSSL_FUNC_keymgmt_gen_set_params)
     static let generationSettableParams = Slot(

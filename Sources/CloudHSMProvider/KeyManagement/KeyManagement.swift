@@ -53,6 +53,7 @@ enum KeyManagement {
         table.add(KeyManagementSlot.exportKey, keymgmtExport)
         table.add(KeyManagementSlot.getParams, keymgmtGetParams)
         table.add(KeyManagementSlot.duplicate, keymgmtDuplicate)
+        table.add(KeyManagementSlot.validate, keymgmtValidate)
         table.add(KeyManagementSlot.generationSetParams, keymgmtGenerationSetParams)
         table.add(KeyManagementSlot.generate, keymgmtGenerate)
         table.add(KeyManagementSlot.generationCleanup, keymgmtGenerationCleanup)
@@ -134,7 +135,7 @@ private func keymgmtExport(
         }
         guard selection & Selection.publicKey != 0 else { return }
         let list = try parameterList(key.publicParameters)
-        guard callback(list.pointer, argument) == 1 else {
+        guard list.withUnsafePointer({ callback($0, argument) }) == 1 else {
             throw ProviderError(.openSSLFailed, "OpenSSL did not take the exported \(key.type.displayName) public key")
         }
     }
@@ -169,6 +170,48 @@ private func keymgmtDuplicate(_ keydata: UnsafeRawPointer?, _ selection: Int32) 
         let holder = try provided(keydata, as: KeyHolder.self)
         return retainedPointer(KeyHolder(holder.type, holder.key))
     } ?? nil
+}
+
+/// `openssl pkey -pubcheck` and `-check`. The public key gets OpenSSL's own check; the
+/// private half of an HSM key, which nothing outside the HSMs can read, is checked by what
+/// it does: a signature made in the HSMs must verify with the public key.
+private func keymgmtValidate(_ keydata: UnsafeRawPointer?, _ selection: Int32, _ checkType: Int32) -> Int32 {
+    reportingStatus("checking a key") {
+        let key = try KeyHolder.key(keydata)
+        if selection & Selection.keyPair != 0 {
+            guard try key.publicKey.checkPublicKey(context: runtime.library().context) else {
+                throw ProviderError(.invalidInput, "the \(key.type.displayName) public key fails OpenSSL's check")
+            }
+        }
+        guard selection & Selection.privateKey != 0 else { return }
+        guard key.isHSMKey else {
+            throw ProviderError(
+                .invalidInput, "this \(key.type.displayName) key is public only: it has no private half")
+        }
+        try KeyManagement.checkPair(key)
+    }
+}
+
+extension KeyManagement {
+    /// Signs a random digest with the HSM key and verifies the signature locally.
+    static func checkPair(_ key: ProviderKey) throws {
+        let scheme = key.type.signatureScheme.init()
+        let digest = key.type.signatureScheme.defaultDigest
+        let input = try SecureRandom.bytes(digest.length, context: runtime.library().context)
+        let signature = try runtime.keys.sign(
+            key, mechanism: scheme.mechanism(for: input, digest: digest, key: key), input: input)
+        let verification = try EVPKeyOperation(.verify, key: key.publicKey, context: runtime.library().context)
+        try verification.setParameters(parameterList(scheme.verificationSettings(digest: digest, key: key)))
+        let verified = signature.withUnsafeBytes { signatureBytes in
+            input.withUnsafeBytes { verification.verify(signature: signatureBytes, input: $0) }
+        }
+        guard verified else {
+            throw ProviderError(
+                .publicKeyMismatch,
+                "key handle \(key.reference?.handle ?? 0) signed, but the public key in the key file does not verify "
+                    + "its signature: they are not a pair")
+        }
+    }
 }
 
 // MARK: - Generation

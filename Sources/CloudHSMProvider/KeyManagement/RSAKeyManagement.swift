@@ -46,6 +46,8 @@ enum RSAKeyType: ProviderKeyType {
 
     static func makeGeneration() -> any KeyGeneration { RSAKeyGeneration() }
 
+    static let signatureScheme: any SignatureScheme.Type = RSASignatureScheme.self
+
     static let keyManagement: UnsafePointer<OSSL_DISPATCH> = {
         var table = KeyManagement.sharedTable
         table.add(KeyManagementSlot.new, rsaNew)

@@ -14,6 +14,8 @@ struct HSMDigest: Equatable, Sendable, CustomStringConvertible {
     /// The digest the HSM applies: in a DigestInfo for PKCS#1 v1.5, in PSS and in OAEP.
     /// `.none` for MD5-SHA1, which TLS 1.0 and 1.1 sign with no DigestInfo.
     let algorithm: DigestAlgorithm
+    /// The name the application used, which the default provider answers back.
+    private(set) var spelling: String
 
     static let sha1 = HSMDigest(name: "SHA1", length: 20, algorithm: .sha1)
     static let sha224 = HSMDigest(name: "SHA2-224", length: 28, algorithm: .sha224)
@@ -35,6 +37,14 @@ struct HSMDigest: Equatable, Sendable, CustomStringConvertible {
         self.name = name
         self.length = length
         self.algorithm = algorithm
+        spelling = name.description
+    }
+
+    /// The same digest, answered back as `spelling`.
+    func spelled(_ spelling: String) -> HSMDigest {
+        var copy = self
+        copy.spelling = spelling
+        return copy
     }
 
     /// The digest a common spelling names, without asking OpenSSL.
@@ -57,7 +67,7 @@ struct HSMDigest: Equatable, Sendable, CustomStringConvertible {
     /// - Throws: `unsupported` when OpenSSL knows the digest but the HSMs do not take it,
     ///   `invalidInput` when no provider knows the name.
     static func named(_ name: String, properties: String? = nil, for purpose: String) throws -> HSMDigest {
-        if properties == nil || properties == "", let digest = HSMDigest(spelling: name) { return digest }
+        if properties == nil || properties == "", let digest = HSMDigest(spelling: name) { return digest.spelled(name) }
         let library = try runtime.library()
         let fetched = discardingOpenSSLErrors {
             try? EVPDigest(name: name, properties: properties, context: library.context)
@@ -67,7 +77,7 @@ struct HSMDigest: Equatable, Sendable, CustomStringConvertible {
             throw ProviderError(
                 .invalidInput, "digest '\(name)'\(query) could not be fetched: OpenSSL knows no such digest")
         }
-        if let digest = all.first(where: { fetched.isA($0.name.description) }) { return digest }
+        if let digest = all.first(where: { fetched.isA($0.name.description) }) { return digest.spelled(name) }
         throw ProviderError(
             .unsupported,
             "digest \(fetched.name) for \(purpose): the HSMs take \(supportedNames)")

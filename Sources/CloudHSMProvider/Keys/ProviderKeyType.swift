@@ -37,6 +37,8 @@ protocol ProviderKeyType {
     static func describePublicKey(_ key: ProviderKey) -> String
     /// A key generation with the type's defaults.
     static func makeGeneration() -> any KeyGeneration
+    /// The type's signature scheme: `pkey -check` signs with it in the HSM and verifies.
+    static var signatureScheme: any SignatureScheme.Type { get }
 }
 
 extension ProviderKeyType {

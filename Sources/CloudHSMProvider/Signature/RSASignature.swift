@@ -99,7 +99,7 @@ enum PSSSaltLength: Equatable, CustomStringConvertible {
 
 struct RSASignatureScheme: SignatureScheme {
     static let keyType: any ProviderKeyType.Type = RSAKeyType.self
-    static let defaultDigest = HSMDigest.sha256
+    static let defaultDigest = HSMDigest.sha256.spelled("SHA256")
     /// What PSS uses when no digest is set, as in the default provider.
     static let pssDefaultDigest = HSMDigest.sha1
 
@@ -180,8 +180,8 @@ struct RSASignatureScheme: SignatureScheme {
 
     func answer(_ writer: ParamWriter, digest: HSMDigest?) throws {
         try padding.write(writer)
-        if let digest { try writer.set("digest", staticString: digest.name) }
-        if let mgf1 = mgf1Digest ?? digest { try writer.set("mgf1-digest", staticString: mgf1.name) }
+        if let digest { try writer.set("digest", string: digest.spelling) }
+        if let mgf1 = mgf1Digest ?? digest { try writer.set("mgf1-digest", string: mgf1.spelling) }
         try saltLength.write(writer)
     }
 

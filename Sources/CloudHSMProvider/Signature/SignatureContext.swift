@@ -104,6 +104,7 @@ final class SignatureContext {
         let key = try resolveKey(keydata)
         try requireScheme(for: key)
         reset(key: key, operation: operation)
+        trace("\(operation) with a \(key.type.displayName) public key, run by the default provider")
         let context = try runtime.library().context
         if isDigestOperation {
             verification = .digest(
@@ -270,7 +271,7 @@ final class SignatureContext {
         let key = try signingKey()
         let settings = try parameterList(scheme.verificationSettings(digest: digest, key: key))
         let shadow = try EVPKeyOperation(.verify, key: key.publicKey, context: runtime.library().context)
-        try shadow.setParameters(settings.pointer)
+        try shadow.setParameters(settings)
         return try shadow.algorithmIdentifier()
     }
 
