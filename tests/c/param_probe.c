@@ -6,6 +6,7 @@
  * usage: param_probe key KEY NAME...            key parameters (EVP_PKEY_get_params)
  *        param_probe sign KEY DIGEST|- OPT...    digest-sign init, options, then get params
  *        param_probe decrypt KEY OPT...          decrypt init, options, then get params
+ * KEY is a private key file (a fake PEM with the provider) or, for `key`, a public key.
  * Each line is "name: value" or "name: FAILED" followed by the error queue. */
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -139,6 +140,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     EVP_PKEY *key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    if (key == NULL && strcmp(argv[1], "key") == 0) {
+        /* Not a private key: the public key of one, read as applications read them. */
+        ERR_clear_error();
+        rewind(f);
+        key = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    }
     fclose(f);
     if (key == NULL) {
         failed("load key");

@@ -141,6 +141,7 @@ final class RSACipherContext {
 
     func beginEncrypting(key keydata: UnsafeRawPointer?, params: UnsafePointer<OSSL_PARAM>?) throws {
         let key = try rsaKey(keydata)
+        trace("encryption with a \(key.type.displayName) public key, run by the default provider")
         let shadow = try EVPKeyOperation(.encrypt, key: key.publicKey, context: runtime.library().context)
         if let params { try shadow.setParameters(params) }
         self.key = key
