@@ -39,7 +39,7 @@ enum KeyManagement {
             let context = KeyGenerationContext(type)
             try context.generation.apply(ParamReader(params))
             return retainedPointer(context)
-        } ?? nil
+        }
     }
 
     /// The functions every key type's table shares.
@@ -78,7 +78,7 @@ private func keymgmtLoad(_ reference: UnsafeRawPointer?, _ size: Int) -> UnsafeM
         guard let holder = slot.pointee else { throw ProviderError(.invalidInput, "the key reference is empty") }
         slot.pointee = nil
         return holder
-    } ?? nil
+    }
 }
 
 /// An answer, not an operation: 0 means "not there", with nothing raised.
@@ -169,7 +169,7 @@ private func keymgmtDuplicate(_ keydata: UnsafeRawPointer?, _ selection: Int32) 
     reportingResult("duplicating a key") {
         let holder = try provided(keydata, as: KeyHolder.self)
         return retainedPointer(KeyHolder(holder.type, holder.key))
-    } ?? nil
+    }
 }
 
 /// `openssl pkey -pubcheck` and `-check`. The public key gets OpenSSL's own check; the
@@ -240,7 +240,7 @@ private func keymgmtGenerate(
         }
         trace("generated \(key.type.displayName) key handle \(reference.handle)")
         return retainedPointer(KeyHolder(key.type, key))
-    } ?? nil
+    }
 }
 
 private func keymgmtGenerationCleanup(_ context: UnsafeMutableRawPointer?) {
