@@ -171,7 +171,7 @@ struct RSASignatureScheme: SignatureScheme {
                     .invalidInput, "RSA padding mode none signs a raw block and takes no digest (\(digest) is set)")
             }
         case .pss:
-            for case let used? in [digest, mgf1Digest] where used == .md5SHA1 {
+            if digest == .md5SHA1 || mgf1Digest == .md5SHA1 {
                 throw ProviderError(.unsupported, "PSS with MD5-SHA1: the HSMs sign MD5-SHA1 with pkcs1 padding only")
             }
         default: break

@@ -138,7 +138,7 @@ final class SignatureContext {
         if key !== self.key { digest = nil }
         self.key = key
         self.operation = operation
-        scheme = type(of: scheme).init()
+        scheme.reset()
         hash = nil
         verification = nil
         isDigestOperation = false

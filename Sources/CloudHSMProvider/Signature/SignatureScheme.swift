@@ -15,6 +15,10 @@ protocol SignatureScheme {
     /// The settings a new signing operation starts with.
     init()
 
+    /// Back to the settings a new operation starts with (in place: an init runs for every
+    /// probe libssl makes, so it allocates nothing).
+    mutating func reset()
+
     /// Applies an application's settings to a signing operation.
     ///
     /// - Parameters:
@@ -40,4 +44,8 @@ protocol SignatureScheme {
 
     /// The largest signature, in bytes.
     func signatureLength(for key: ProviderKey) -> Int
+}
+
+extension SignatureScheme {
+    mutating func reset() { self = Self() }
 }
