@@ -116,7 +116,7 @@ private func keymgmtImport(
         }
         // Like the default provider: a selection without the key pair imports nothing.
         guard selection & Selection.keyPair != 0 else { return }
-        holder.key = try ProviderKey(type: type, importing: type.importedPublicParameters(reader))
+        holder.key = try ProviderKey(type: type, importing: type.importedPublicParameters(reader, selection: selection))
     }
 }
 
@@ -133,8 +133,9 @@ private func keymgmtExport(
                 "export of the private half of \(key.type.displayName) key handle \(key.reference?.handle ?? 0) refused; "
                     + "only its public key can be exported")
         }
-        guard selection & Selection.publicKey != 0 else { return }
-        let list = try parameterList(key.publicParameters)
+        let exported = key.type.exportedParameters(of: key, selection: selection)
+        guard !exported.isEmpty else { return }
+        let list = try parameterList(exported)
         guard list.withUnsafePointer({ callback($0, argument) }) == 1 else {
             throw ProviderError(.openSSLFailed, "OpenSSL did not take the exported \(key.type.displayName) public key")
         }

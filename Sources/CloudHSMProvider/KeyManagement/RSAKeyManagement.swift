@@ -16,7 +16,7 @@ enum RSAKeyType: ProviderKeyType {
         [.bigNumber("n", try key.bigNumber("n")), .bigNumber("e", try key.bigNumber("e"))]
     }
 
-    static func importedPublicParameters(_ params: ParamReader) throws -> [ParamValue] {
+    static func importedPublicParameters(_ params: ParamReader, selection: Int32) throws -> [ParamValue] {
         guard let n = try params.bigNumber("n"), let e = try params.bigNumber("e") else {
             throw ProviderError(.invalidInput, "an RSA public key import needs both n and e")
         }

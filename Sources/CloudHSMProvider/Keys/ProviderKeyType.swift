@@ -23,8 +23,10 @@ protocol ProviderKeyType {
 
     /// The public key's parameters, as export and get_params give them (RSA: n and e).
     static func publicParameters(of key: EVPKey) throws -> [ParamValue]
-    /// The public parameters of an import, checked.
-    static func importedPublicParameters(_ params: ParamReader) throws -> [ParamValue]
+    /// The public parameters of an import, checked (its selection includes the key pair).
+    static func importedPublicParameters(_ params: ParamReader, selection: Int32) throws -> [ParamValue]
+    /// What export hands OpenSSL for `selection` (never private parameters).
+    static func exportedParameters(of key: ProviderKey, selection: Int32) -> [ParamValue]
     /// The private-key parameters of the type, which get_params, import and export refuse
     /// by name for HSM keys: the private half never leaves the HSMs.
     static var privateParameterNames: [StaticString] { get }
@@ -44,6 +46,12 @@ protocol ProviderKeyType {
 extension ProviderKeyType {
     /// How messages name the type.
     static var displayName: String { name.description }
+
+    /// The public parameters for a selection with the public key. A type with domain
+    /// parameters (EC's group) adds them for a selection that asks for those.
+    static func exportedParameters(of key: ProviderKey, selection: Int32) -> [ParamValue] {
+        selection & Selection.publicKey != 0 ? key.publicParameters : []
+    }
 
     /// The same key when the public parameters are the same; a type with domain
     /// parameters (EC's group) compares those for a parameters-only selection.
@@ -68,6 +76,7 @@ enum Selection {
     static let privateKey = Int32(OSSL_KEYMGMT_SELECT_PRIVATE_KEY)
     static let publicKey = Int32(OSSL_KEYMGMT_SELECT_PUBLIC_KEY)
     static let keyPair = privateKey | publicKey
+    static let domainParameters = Int32(OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS)
 }
 
 /// Two key types are equal when they are the same type.
