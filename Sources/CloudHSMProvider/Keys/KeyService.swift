@@ -76,8 +76,9 @@ final class KeyService: Sendable {
     /// The first private operation with a key in each process checks that the handle on
     /// the cluster is still this key: a stale or edited file must not sign with another key.
     private func confirm(_ key: ProviderKey, reference: KeyReference, with client: ClusterClient) throws {
-        let pid = getpid()
-        guard key.confirmedInProcess.load(ordering: .acquiring) != pid else { return }
+        // The fork generation, not getpid(): no system call on every signature.
+        let process = ForkGeneration.current &+ 1
+        guard key.confirmedInProcess.load(ordering: .acquiring) != process else { return }
         // The cluster id and label come from the key file: shown escaped and cut short,
         // so the rest of the message survives whatever the file holds.
         let cluster = Self.shown(reference.clusterID)
@@ -115,7 +116,7 @@ final class KeyService: Sendable {
                 "key handle \(reference.handle) on cluster '\(cluster)' holds a different key than the "
                     + "key file says")
         }
-        key.confirmedInProcess.store(pid, ordering: .releasing)
+        key.confirmedInProcess.store(process, ordering: .releasing)
     }
 
     /// Text from a key file or configuration, as messages show it.

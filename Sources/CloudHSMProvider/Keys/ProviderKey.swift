@@ -20,8 +20,9 @@ final class ProviderKey {
     /// The largest signature or ciphertext, in bytes.
     let size: Int
     let securityBits: Int
-    /// The process that last confirmed the handle still holds this public key.
-    let confirmedInProcess = Atomic<Int32>(0)
+    /// The process that last confirmed the handle still holds this public key, as its fork
+    /// generation plus one (0: never); a forked child confirms again.
+    let confirmedInProcess = Atomic<UInt64>(0)
 
     var isHSMKey: Bool { reference != nil }
 
