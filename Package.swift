@@ -57,6 +57,7 @@ let package = Package(
         .testTarget(name: "OpenSSLKitTests", dependencies: ["OpenSSLKit"]),
         .testTarget(name: "HSMNodeTests", dependencies: ["HSMNode"]),
         .testTarget(name: "HSMClientTests", dependencies: ["HSMClient"]),
+        .testTarget(name: "CloudHSMProviderTests", dependencies: ["CloudHSMProvider", "OpenSSLKit", "COpenSSL"]),
     ],
     swiftLanguageModes: [.v5]
 )

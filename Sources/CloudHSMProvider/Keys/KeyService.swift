@@ -22,7 +22,7 @@ final class KeyService: Sendable {
         self.initialCredentials = try? Credentials.fromEnvironment()
     }
 
-    /// Signs `digest` (or a raw block) with the HSM key.
+    /// Signs `input` (a digest, or a raw block) with the HSM key.
     func sign(_ key: ProviderKey, mechanism: SignMechanism, input: [UInt8]) throws -> [UInt8] {
         try privateOperation(key, "signing") { .sign(key: $0, mechanism: mechanism, data: input) }
     }
@@ -43,17 +43,16 @@ final class KeyService: Sendable {
             client.perform(request(handle), key: handle).result, doing: "\(what) with key handle \(handle)")
     }
 
-    /// Generates a token RSA key pair in the cluster and returns the reference to its
-    /// private key.
-    func generateKeyPair(bits: Int, publicExponent: UInt64, label: String) throws -> KeyReference {
+    /// Makes a token key pair in the cluster with `request` and answers the reference to
+    /// its private key, read back from the cluster.
+    ///
+    /// - Parameter what: what is made, for messages ("an RSA key of 2048 bits").
+    func generateKeyPair(_ request: HSMRequest, label: String, what: String) throws -> KeyReference {
         let client = try loggedInClient()
-        let request = HSMRequest.generateRSAKeyPair(
-            modulusBits: UInt32(clamping: bits), publicExponent: publicExponent, label: label, isSession: false,
-            isExtractable: false)
         guard
             case .keyPair(_, let privateHandle) = try body(
-                client.create(request).result, doing: "generating an RSA key")
-        else { throw ProviderError(.hsmOperationFailed, "generating an RSA key: unexpected answer") }
+                client.create(request).result, doing: "generating \(what)")
+        else { throw ProviderError(.hsmOperationFailed, "generating \(what): unexpected answer") }
         guard
             case .attributes(let attributes) = try body(
                 client.perform(.getAttributes(privateHandle), key: privateHandle).result,
@@ -68,7 +67,8 @@ final class KeyService: Sendable {
 
     private func hsmReference(of key: ProviderKey) throws -> KeyReference {
         guard let reference = key.reference else {
-            throw ProviderError(.unsupported, "this RSA key has no private half in the HSM")
+            throw ProviderError(
+                .unsupported, "this \(key.type.displayName) key is public only: its private half is in no HSM")
         }
         return reference
     }
@@ -76,8 +76,9 @@ final class KeyService: Sendable {
     /// The first private operation with a key in each process checks that the handle on
     /// the cluster is still this key: a stale or edited file must not sign with another key.
     private func confirm(_ key: ProviderKey, reference: KeyReference, with client: ClusterClient) throws {
-        let pid = getpid()
-        guard key.confirmedInProcess.load(ordering: .acquiring) != pid else { return }
+        // The fork generation, not getpid(): no system call on every signature.
+        let process = ForkGeneration.current &+ 1
+        guard key.confirmedInProcess.load(ordering: .acquiring) != process else { return }
         // The cluster id and label come from the key file: shown escaped and cut short,
         // so the rest of the message survives whatever the file holds.
         let cluster = Self.shown(reference.clusterID)
@@ -98,11 +99,11 @@ final class KeyService: Sendable {
         else {
             throw ProviderError(.hsmOperationFailed, "looking up key handle \(reference.handle): unexpected answer")
         }
-        guard attributes.keyClass == .privateKey, attributes.keyType == .rsa else {
+        guard attributes.keyClass == .privateKey, attributes.keyType == key.type.hsmKeyType else {
             var message =
                 "key handle \(reference.handle) on cluster '\(cluster)' is \(attributes.kindDescription), "
-                + "not an RSA private key"
-            if attributes.keyClass == .publicKey,
+                + "not an \(key.type.displayName) private key"
+            if attributes.keyClass == .publicKey, attributes.keyType == key.type.hsmKeyType,
                 let privateHandle = privateKeyHandle(pairedWith: attributes, near: reference.handle, client: client)
             {
                 message += "; the private key of this pair is handle \(privateHandle)"
@@ -115,7 +116,7 @@ final class KeyService: Sendable {
                 "key handle \(reference.handle) on cluster '\(cluster)' holds a different key than the "
                     + "key file says")
         }
-        key.confirmedInProcess.store(pid, ordering: .releasing)
+        key.confirmedInProcess.store(process, ordering: .releasing)
     }
 
     /// Text from a key file or configuration, as messages show it.
@@ -131,7 +132,7 @@ final class KeyService: Sendable {
     {
         var filter = KeyFilter()
         filter.keyClass = .privateKey
-        filter.keyType = .rsa
+        filter.keyType = publicKey.keyType
         filter.label = publicKey.label
         guard case .success(let response) = client.perform(.findKeys(filter), key: handle).result,
             case .handles(let candidates) = response.body

@@ -3,25 +3,16 @@
 // PEM_read_bio_PrivateKey / SSL_CTX_use_PrivateKey_file and the apps' file: store.
 // Input that is not ours passes through: return 1, call nothing, leave the error queue as
 // it was. The one exception is text too large to be a key file with no PEM block in it,
-// which is refused with its size (see decodePEM and docs/architecture.md).
+// which is refused with its size (see decodePEM and docs/architecture.md). The key type
+// comes from the SubjectPublicKeyInfo inside the reference (Algorithms.keyType(of:)): a
+// type the provider does not hold is refused with its name.
 
 import COpenSSL
 import CloudHSMCore
+import OpenSSLKit
 
 enum KeyReferenceDecoder {
     static let structureName: StaticString = "CloudHSMKeyReference"
-
-    static let newContext: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? = { _ in
-        UnsafeMutableRawPointer(mutating: cString(structureName))
-    }
-
-    static let freeContext: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in }
-
-    typealias DecodeFunction =
-        @convention(c) (
-            UnsafeMutableRawPointer?, OpaquePointer?, Int32, DataCallback?, UnsafeMutableRawPointer?,
-            UnsafeMutableRawPointer?, UnsafeMutableRawPointer?
-        ) -> Int32
 
     /// Our PEM block to DER, for the next decoder. No structure name on the output: the
     /// file: store's chain passes on only unstructured DER (and the default provider's
@@ -34,8 +25,9 @@ enum KeyReferenceDecoder {
     /// loop over it at once. When the input is not ours, the position is left where the
     /// default provider's PEM reader leaves it (after the first PEM block, else at the
     /// last line read), so the loop moves on whatever the order of the decoders.
-    static let decodePEM: DecodeFunction = { _, input, _, callback, argument, _, _ in
-        guard let callback else { return 1 }
+    static func decodePEM(_ input: OpaquePointer?, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
+        -> Int32
+    {
         var reader = DecoderInput(input)
         reader.fill(upTo: 4096)
         // PEM is text; DER and other binary input are someone else's, decided at once.
@@ -48,26 +40,28 @@ enum KeyReferenceDecoder {
             switch KeyReference.scan(reader.bytes) {
             case .found(let block):
                 reader.settle(at: block.upperBound)
-                let der: [UInt8]
-                do {
-                    der = try KeyReference(pemBlock: reader.bytes[block]).derEncoded()
-                } catch {
-                    raise(ProviderError(.malformedKeyReference, "\(error)"))
-                    return 0
+                let found = reportingResult("reading a CloudHSM key file") {
+                    () -> (KeyReference, any ProviderKeyType.Type) in
+                    let reference: KeyReference
+                    do {
+                        reference = try KeyReference(pemBlock: reader.bytes[block])
+                    } catch {
+                        throw ProviderError(.malformedKeyReference, "\(error)")
+                    }
+                    return (reference, try keyType(of: reference))
                 }
-                return passOn(der, callback, argument)
+                guard let (reference, type) = found else { return 0 }
+                return passOn(reference.derEncoded(), dataType: type.name, callback, argument)
             case .unterminated(let begin):
                 if reader.isAtEnd {
-                    raise(ProviderError(.malformedKeyReference, "the PEM block has no END line"))
-                    return 0
+                    return refuse(ProviderError(.malformedKeyReference, "the PEM block has no END line"))
                 }
                 if reader.bytes.count - begin > KeyReference.maximumEncodedLength {
-                    raise(
+                    return refuse(
                         ProviderError(
                             .malformedKeyReference,
                             "the PEM block has no END line within \(KeyReference.maximumEncodedLength) bytes "
                                 + "of its BEGIN line (the longest key reference accepted)"))
-                    return 0
                 }
             case .absent(let sawPEM, let firstBlockEnd, let lastLineStart):
                 if reader.isAtEnd {
@@ -81,13 +75,12 @@ enum KeyReferenceDecoder {
                         return 1
                     }
                     let size = reader.drain()
-                    raise(
+                    return refuse(
                         ProviderError(
                             .invalidInput,
                             "key file too large: \(size.total) bytes of text\(size.complete ? "" : " or more") and no "
                                 + "PEM block in the first \(KeyReference.searchLimit) (the CloudHSM provider looks "
                                 + "for a key reference in the first \(KeyReference.searchLimit / 1024) KiB)"))
-                    return 0
                 }
             }
             target *= 2
@@ -95,15 +88,34 @@ enum KeyReferenceDecoder {
         }
     }
 
-    /// Hands our DER to the next decoder.
-    private static func passOn(_ der: [UInt8], _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?) -> Int32
-    {
+    /// Raises `error` and answers the decoder's failure: it ends OpenSSL's loop over the input.
+    private static func refuse(_ error: ProviderError, function: StaticString = #function) -> Int32 {
+        reportingStatus(function: function) { throw error }
+    }
+
+    /// The key type of the public key a reference holds; a type the provider does not hold
+    /// is refused by name.
+    static func keyType(of reference: KeyReference) throws -> any ProviderKeyType.Type {
+        let publicKey: EVPKey
+        do {
+            publicKey = try EVPKey(publicKeyInfo: reference.publicKeyInfo, context: runtime.library().context)
+        } catch {
+            throw ProviderError(.malformedKeyReference, "the key reference's public key is not a valid public key")
+        }
+        return try Algorithms.keyType(of: publicKey)
+    }
+
+    /// Hands our DER to the next decoder, named by its key type (only our DER decoder for
+    /// that type takes it).
+    private static func passOn(
+        _ der: [UInt8], dataType: StaticString, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?
+    ) -> Int32 {
         var objectType = Int32(OSSL_OBJECT_PKEY)
         return der.withUnsafeBytes { raw in
             var params = [
                 OSSL_PARAM_construct_int(cString("type"), &objectType),
                 OSSL_PARAM_construct_utf8_string(
-                    cString("data-type"), UnsafeMutablePointer(mutating: cString("RSA")), 0),
+                    cString("data-type"), UnsafeMutablePointer(mutating: cString(dataType)), 0),
                 OSSL_PARAM_construct_octet_string(
                     cString("data"), UnsafeMutableRawPointer(mutating: raw.baseAddress), raw.count),
                 OSSL_PARAM_construct_end(),
@@ -114,61 +126,52 @@ enum KeyReferenceDecoder {
 
     /// DER to a key object. Reads the first bytes only, unless they start our structure,
     /// then exactly that structure (at most `KeyReference.maximumEncodedLength`).
-    static let decodeDER: DecodeFunction = { _, input, _, callback, argument, _, _ in
-        guard let callback else { return 1 }
+    static func decodeDER(_ input: OpaquePointer?, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
+        -> Int32
+    {
         var reader = DecoderInput(input)
         reader.fill(upTo: 16)
         guard looksLikeKeyReference(reader.bytes), let length = derLength(reader.bytes) else { return 1 }
-        guard length <= KeyReference.maximumEncodedLength else {
-            raise(
-                ProviderError(
+        let key = reportingResult("reading a CloudHSM key reference") { () -> ProviderKey in
+            guard length <= KeyReference.maximumEncodedLength else {
+                throw ProviderError(
                     .malformedKeyReference,
                     "the key reference claims \(length) bytes, more than the \(KeyReference.maximumEncodedLength) "
-                        + "accepted"))
-            return 0
+                        + "accepted")
+            }
+            reader.fill(upTo: length)
+            guard reader.bytes.count >= length else {
+                throw ProviderError(
+                    .malformedKeyReference, "the key reference is cut off: \(reader.bytes.count) of \(length) bytes")
+            }
+            reader.settle(at: length)
+            let reference: KeyReference
+            do {
+                reference = try KeyReference(der: Array(reader.bytes[0..<length]))
+            } catch {
+                throw ProviderError(.malformedKeyReference, "\(error)")
+            }
+            let key = try ProviderKey(reference: reference)
+            runtime.keys.prepare()
+            return key
         }
-        reader.fill(upTo: length)
-        guard reader.bytes.count >= length else {
-            raise(
-                ProviderError(
-                    .malformedKeyReference, "the key reference is cut off: \(reader.bytes.count) of \(length) bytes"))
-            return 0
-        }
-        reader.settle(at: length)
-        let reference: KeyReference
-        do {
-            reference = try KeyReference(der: Array(reader.bytes[0..<length]))
-        } catch {
-            raise(ProviderError(.malformedKeyReference, "\(error)"))
-            return 0
-        }
-        return emit(reference, callback, argument)
+        guard let key else { return 0 }
+        return emit(key, callback, argument)
     }
 
     /// Hands a new key object to libcrypto by reference; our keymgmt's `load` takes it.
-    private static func emit(_ reference: KeyReference, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
+    private static func emit(_ key: ProviderKey, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
         -> Int32
     {
-        let key: ProviderKey
-        do {
-            key = try ProviderKey(reference: reference, library: try runtime.library())
-            runtime.keys.prepare()
-        } catch let error as ProviderError {
-            raise(error)
-            return 0
-        } catch {
-            raise(ProviderError(.malformedKeyReference, "\(error)"))
-            return 0
-        }
-        var slot: UnsafeMutableRawPointer? = retainedPointer(KeyHolder(key))
+        var slot: UnsafeMutableRawPointer? = retainedPointer(KeyHolder(key.type, key))
         defer { if let left = slot { releasePointer(left, as: KeyHolder.self) } }
         var objectType = Int32(OSSL_OBJECT_PKEY)
-        let handle = reference.handle
+        let handle = key.reference?.handle ?? 0
         return withUnsafeMutableBytes(of: &slot) { reference in
             var params = [
                 OSSL_PARAM_construct_int(cString("type"), &objectType),
                 OSSL_PARAM_construct_utf8_string(
-                    cString("data-type"), UnsafeMutablePointer(mutating: cString("RSA")), 0),
+                    cString("data-type"), UnsafeMutablePointer(mutating: cString(key.type.name)), 0),
                 OSSL_PARAM_construct_octet_string(cString("reference"), reference.baseAddress, reference.count),
                 OSSL_PARAM_construct_end(),
             ]
@@ -201,17 +204,47 @@ enum KeyReferenceDecoder {
         return 2 + count + length
     }
 
-    static let pemDispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_DECODER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
-        DispatchEntry(OSSL_FUNC_DECODER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
-        DispatchEntry(OSSL_FUNC_DECODER_DECODE, unsafeBitCast(decodePEM, to: GenericFunction.self)),
-    ])
+    static let pemDispatch: UnsafePointer<OSSL_DISPATCH> = {
+        var table = DispatchTable()
+        table.add(DecoderSlot.newContext, decoderNewContext)
+        table.add(DecoderSlot.freeContext, decoderFreeContext)
+        table.add(DecoderSlot.decode, pemDecode)
+        return table.finished()
+    }()
 
-    static let derDispatch = dispatchTable([
-        DispatchEntry(OSSL_FUNC_DECODER_NEWCTX, unsafeBitCast(newContext, to: GenericFunction.self)),
-        DispatchEntry(OSSL_FUNC_DECODER_FREECTX, unsafeBitCast(freeContext, to: GenericFunction.self)),
-        DispatchEntry(OSSL_FUNC_DECODER_DECODE, unsafeBitCast(decodeDER, to: GenericFunction.self)),
-    ])
+    /// One table for every key type: the type comes from the reference, not the row.
+    static let derDispatch: UnsafePointer<OSSL_DISPATCH> = {
+        var table = DispatchTable()
+        table.add(DecoderSlot.newContext, decoderNewContext)
+        table.add(DecoderSlot.freeContext, decoderFreeContext)
+        table.add(DecoderSlot.decode, derDecode)
+        return table.finished()
+    }()
+}
+
+/// The decoders keep no state; any non-NULL context will do.
+private func decoderNewContext(_ provider: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    UnsafeMutableRawPointer(mutating: cString(KeyReferenceDecoder.structureName))
+}
+
+private func decoderFreeContext(_ context: UnsafeMutableRawPointer?) {}
+
+private func pemDecode(
+    _ context: UnsafeMutableRawPointer?, _ input: OpaquePointer?, _ selection: Int32, _ callback: DataCallback?,
+    _ argument: UnsafeMutableRawPointer?, _ passphrase: PassphraseCallback?,
+    _ passphraseArgument: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let callback else { return 1 }
+    return KeyReferenceDecoder.decodePEM(input, callback, argument)
+}
+
+private func derDecode(
+    _ context: UnsafeMutableRawPointer?, _ input: OpaquePointer?, _ selection: Int32, _ callback: DataCallback?,
+    _ argument: UnsafeMutableRawPointer?, _ passphrase: PassphraseCallback?,
+    _ passphraseArgument: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let callback else { return 1 }
+    return KeyReferenceDecoder.decodeDER(input, callback, argument)
 }
 
 /// A decoder's input, read in growing prefixes: the bytes read so far, whether the input

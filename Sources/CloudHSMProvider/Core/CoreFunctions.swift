@@ -1,57 +1,44 @@
 // The functions the OpenSSL core hands the provider at init: configuration lookup, error
 // reporting and core BIO I/O. Kept in one place because keymgmt, decoder and encoder
-// callbacks do not receive the provider context but still need them.
+// callbacks do not receive the provider context but still need them. Each is read from
+// the core's table through its typed slot (Boundary/Slots.swift), so no cast is needed.
 
 import COpenSSL
 import CloudHSMCore
 import Glibc
 
-typealias CoreGetParams = @convention(c) (OpaquePointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
-typealias CoreNewError = @convention(c) (OpaquePointer?) -> Void
-typealias CoreSetErrorDebug =
-    @convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?) ->
-    Void
-typealias CoreBIOReadEx =
-    @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int, UnsafeMutablePointer<Int>?)
-    -> Int32
-typealias CoreBIOWriteEx = @convention(c) (OpaquePointer?, UnsafeRawPointer?, Int, UnsafeMutablePointer<Int>?) -> Int32
-typealias CoreBIOCtrl = @convention(c) (OpaquePointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int32
-
 /// What the core gave us. Written once in `OSSL_provider_init`, read afterwards.
 struct CoreFunctions {
     var handle: OpaquePointer?
-    var getParams: CoreGetParams?
-    var newError: CoreNewError?
-    var setErrorDebug: CoreSetErrorDebug?
-    /// Kept untyped: its va_list parameter can only be called through the C shim.
-    var vsetError: (@convention(c) () -> Void)?
-    var bioReadEx: CoreBIOReadEx?
-    var bioWriteEx: CoreBIOWriteEx?
+    var getParams: @convention(c) (OpaquePointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
+    var newError: (@convention(c) (OpaquePointer?) -> Void)?
+    var setErrorDebug: (@convention(c) (OpaquePointer?, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?) -> Void)?
+    /// core_vset_error with the message as the one argument of a "%s" format (its C type
+    /// takes a va_list, which cannot be spelled in a stored @convention(c) type).
+    var setError: ((OpaquePointer?, UInt32, String) -> Void)?
+    var bioReadEx:
+        (@convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int, UnsafeMutablePointer<Int>?) -> Int32)?
+    var bioWriteEx: (@convention(c) (OpaquePointer?, UnsafeRawPointer?, Int, UnsafeMutablePointer<Int>?) -> Int32)?
     /// BIO_tell and BIO_seek on a decoder's input.
-    var bioCtrl: CoreBIOCtrl?
+    var bioCtrl: (@convention(c) (OpaquePointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int32)?
 
     init(handle: OpaquePointer?, dispatch: UnsafePointer<OSSL_DISPATCH>?) {
         self.handle = handle
-        var entry = dispatch
-        while let current = entry, current.pointee.function_id != 0 {
-            let function = current.pointee.function
-            switch current.pointee.function_id {
-            case OSSL_FUNC_CORE_GET_PARAMS: getParams = unsafeBitCast(function, to: CoreGetParams.self)
-            case OSSL_FUNC_CORE_NEW_ERROR: newError = unsafeBitCast(function, to: CoreNewError.self)
-            case OSSL_FUNC_CORE_SET_ERROR_DEBUG: setErrorDebug = unsafeBitCast(function, to: CoreSetErrorDebug.self)
-            case OSSL_FUNC_CORE_VSET_ERROR: vsetError = function
-            case OSSL_FUNC_BIO_READ_EX: bioReadEx = unsafeBitCast(function, to: CoreBIOReadEx.self)
-            case OSSL_FUNC_BIO_WRITE_EX: bioWriteEx = unsafeBitCast(function, to: CoreBIOWriteEx.self)
-            case OSSL_FUNC_BIO_CTRL: bioCtrl = unsafeBitCast(function, to: CoreBIOCtrl.self)
-            default: break
+        getParams = CoreSlot.getParams.function(in: dispatch) ?? { _, _ in 0 }
+        newError = CoreSlot.newError.function(in: dispatch)
+        setErrorDebug = CoreSlot.setErrorDebug.function(in: dispatch)
+        if let vsetError = CoreSlot.vsetError.function(in: dispatch) {
+            setError = { handle, reason, message in
+                message.withCString { text in withVaList([text]) { vsetError(handle, reason, "%s", $0) } }
             }
-            entry = current + 1
         }
+        bioReadEx = CoreSlot.bioReadEx.function(in: dispatch)
+        bioWriteEx = CoreSlot.bioWriteEx.function(in: dispatch)
+        bioCtrl = CoreSlot.bioCtrl.function(in: dispatch)
     }
 
     /// Reads string settings of the provider's section in openssl.cnf.
     func configurationValues(_ keys: [StaticString]) -> [String: String] {
-        guard let getParams else { return [:] }
         var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: keys.count)
         var result: [String: String] = [:]
         pointers.withUnsafeMutableBufferPointer { slots in
@@ -69,18 +56,19 @@ struct CoreFunctions {
     }
 
     /// Writes bytes to a core BIO (an encoder's output).
-    func write(_ bio: OpaquePointer?, _ bytes: [UInt8]) -> Bool {
-        guard let bioWriteEx else { return false }
+    func write(_ bio: OpaquePointer?, _ bytes: [UInt8]) throws {
+        guard let bioWriteEx else { throw ProviderError(.configuration, "the OpenSSL core offers no BIO writer") }
         var offset = 0
         while offset < bytes.count {
             var written = 0
             let ok = bytes.withUnsafeBytes { raw in
                 bioWriteEx(bio, raw.baseAddress! + offset, raw.count - offset, &written)
             }
-            guard ok == 1, written > 0 else { return false }
+            guard ok == 1, written > 0 else {
+                throw ProviderError(.invalidInput, "writing the output failed after \(offset) of \(bytes.count) bytes")
+            }
             offset += written
         }
-        return true
     }
 }
 
@@ -90,13 +78,13 @@ nonisolated(unsafe) var core = CoreFunctions(handle: nil, dispatch: nil)
 /// `openssl` and libssl print it with the provider's name.
 func raise(_ error: ProviderError, file: StaticString = #fileID, line: UInt = #line, function: StaticString = #function)
 {
-    guard let newError = core.newError, let vsetError = core.vsetError else { return }
+    guard let newError = core.newError, let setError = core.setError else { return }
     newError(core.handle)
     core.setErrorDebug?(core.handle, cString(file), Int32(line), cString(function))
     // OpenSSL keeps at most 1023 bytes of an error's text and keeps none at all when the
     // text is longer; a NUL would cut it anywhere: so escape, then cut visibly.
     let message = error.message.escapingControlCharacters.truncated(toUTF8Bytes: maximumErrorText)
-    cshim_vset_error(vsetError, core.handle, error.reason.rawValue, message)
+    setError(core.handle, error.reason.rawValue, message)
 }
 
 /// What of an error message reaches OpenSSL's error queue (its buffer is 1024 bytes).

@@ -1,0 +1,499 @@
+"""Parameter parity with OpenSSL 3.0's default provider, one parameter at a time, for RSA:
+signatures (dgst, pkeyutl -sign/-verify/-verifyrecover), the asymmetric cipher (pkeyutl
+-decrypt/-encrypt) and key management (genpkey, genrsa, key parameters, export, check).
+
+Each case runs the real openssl binary twice with the same options: once with a software
+key and the default provider alone, once with a fake PEM and the cloudhsm provider. Where
+both can do it, both succeed and what ours made verifies with plain OpenSSL; where only
+the HSMs cannot, the default provider succeeds and ours refuses, naming the problem; where
+OpenSSL refuses, ours refuses too. The few settings the default provider silently ignores
+(an unknown padding word, OAEP for a signature, a salt length that is not a number) are
+refused by ours by name. docs/architecture.md has the table."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, der_children, der_read, pem_body
+from test_provider import (  # noqa: F401  (fixtures)
+    OpenSSL,
+    c_programs,
+    generated,
+    ossl,
+    private_operations,
+    provider_module,
+)
+
+SAME = "same"  # both succeed with the same meaning
+REFUSED = "refused"  # the default provider does it; the HSMs cannot, and ours says so
+BOTH_FAIL = "both fail"  # OpenSSL refuses it; ours refuses too
+STRICTER = "stricter"  # the default provider ignores it silently; ours refuses by name
+
+
+def text_of(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+
+
+def case_id(value):
+    if isinstance(value, list):
+        return ",".join(value) or "none"
+    return str(value)
+
+
+@pytest.fixture(scope="module")
+def keys(ossl, generated) -> dict:
+    """A software key (default provider) and the public halves of both keys."""
+    soft = ossl.path("parity_soft.key")
+    ossl.plain("genrsa", "-out", soft, "2048")
+    ossl.plain("pkey", "-in", soft, "-pubout", "-out", ossl.path("parity_soft.pub"))
+    ossl.run("pkey", "-in", generated, "-pubout", "-out", ossl.path("parity_fake.pub"))
+    Path(ossl.path("parity_message.txt")).write_bytes(os.urandom(3000))
+    return {"soft": soft, "soft_pub": ossl.path("parity_soft.pub"), "fake": generated,
+            "fake_pub": ossl.path("parity_fake.pub"), "message": ossl.path("parity_message.txt")}
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("probe") / "param_probe"
+    subprocess.run(["cc", "-Wall", "-o", str(out), str(REPO / "tests" / "c" / "param_probe.c"), "-lcrypto"],
+                   check=True)
+    return str(out)
+
+
+def both(ossl, keys, make_args, outcome, text):
+    """Runs `make_args(key)` with the software key (default provider only) and with the
+    fake PEM (cloudhsm), and checks the outcome. Answers ours."""
+    default = ossl.plain(*make_args(keys["soft"]), check=False)
+    ours = ossl.run(*make_args(keys["fake"]), check=False)
+    if outcome == SAME:
+        assert default.returncode == 0, f"the default provider refused it:\n{text_of(default)}"
+        assert ours.returncode == 0, f"ours refused what the default provider does:\n{text_of(ours)}"
+    elif outcome in (REFUSED, STRICTER):
+        assert default.returncode == 0, f"the default provider refused it:\n{text_of(default)}"
+        assert ours.returncode != 0, f"ours did it:\n{text_of(ours)}"
+    else:
+        assert default.returncode != 0, f"the default provider did it:\n{text_of(default)}"
+        assert ours.returncode != 0, f"ours did it:\n{text_of(ours)}"
+    if text is not None:
+        assert text in text_of(ours), f"ours does not say '{text}':\n{text_of(ours)}"
+    return ours
+
+
+def sigopts(flag, opts):
+    return [x for o in opts for x in (flag, o)]
+
+
+# ------------------------------------------------------------------ digest-sign (dgst, req, x509, libssl)
+
+DGST_CASES = [
+    ("sha256", [], SAME, None),
+    ("sha1", [], SAME, None),
+    ("sha224", [], SAME, None),
+    ("sha384", [], SAME, None),
+    ("sha512", [], SAME, None),
+    ("md5-sha1", [], SAME, None),
+    ("sha256", ["rsa_padding_mode:pkcs1"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:digest"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:max"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:auto"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:20"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:0"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:-1"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:-2"], SAME, None),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:-3"], SAME, None),
+    ("sha384", ["rsa_padding_mode:pss", "rsa_mgf1_md:sha256"], SAME, None),
+    ("sha512", ["rsa_padding_mode:pss", "rsa_mgf1_md:sha1", "rsa_pss_saltlen:max"], SAME, None),
+    ("sha256", ["pad-mode:pss", "saltlen:32", "mgf1-digest:SHA2-224"], SAME, None),
+    ("sha256", ["pad-mode:pss", "mgf1-properties:provider=default"], SAME, None),
+    ("sha3-256", [], REFUSED, "digest SHA3-256 for signing: the HSMs take SHA-1, SHA-224, SHA-256, SHA-384"),
+    ("sha512-256", [], REFUSED, "digest SHA2-512/256 for signing"),
+    ("md5", [], REFUSED, "digest MD5 for signing"),
+    ("sha256", ["rsa_padding_mode:x931"], REFUSED, "RSA padding mode x931: the HSMs sign with pkcs1, pss or none"),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_mgf1_md:sha3-256"], REFUSED, "digest SHA3-256 for MGF1"),
+    ("md5-sha1", ["rsa_padding_mode:pss"], REFUSED, "PSS with MD5-SHA1"),
+    ("sha256", ["rsa_padding_mode:none"], BOTH_FAIL, "RSA padding mode none signs a raw block and takes no digest"),
+    ("sha256", ["rsa_pss_saltlen:20"], BOTH_FAIL,
+     "PSS saltlen can only be specified if PSS padding has been specified first"),
+    ("sha256", ["rsa_mgf1_md:sha256"], BOTH_FAIL, "mgf1-digest can only be specified with PSS padding"),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:-4"], BOTH_FAIL, "PSS salt length -4 is invalid"),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:1000"], BOTH_FAIL,
+     "PSS salt length 1000 does not fit a 2048-bit key"),
+    ("sha256", ["rsa_padding_mode:oaep"], STRICTER, "OAEP padding is for encryption, not RSA signatures"),
+    ("sha256", ["rsa_padding_mode:pkcs1v15"], STRICTER, "RSA padding mode 'pkcs1v15' is unknown"),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:abc"], STRICTER,
+     "PSS salt length 'abc' is neither a number nor digest, max or auto"),
+]
+
+
+@pytest.mark.parametrize("digest,opts,outcome,text", DGST_CASES, ids=case_id)
+def test_dgst_sign(ossl, keys, digest, opts, outcome, text):
+    out = ossl.path("parity.sig")
+    both(ossl, keys, lambda key: ("dgst", f"-{digest}", "-sign", key, *sigopts("-sigopt", opts), "-out", out,
+                                  keys["message"]), outcome, text)
+    if outcome == SAME:
+        verified = ossl.plain("dgst", f"-{digest}", "-verify", keys["fake_pub"], *sigopts("-sigopt", opts),
+                              "-signature", out, keys["message"])
+        assert b"Verified OK" in verified.stdout
+
+
+# ------------------------------------------------------------------ pre-hashed sign (pkeyutl -sign)
+
+PKEYUTL_SIGN_CASES = [
+    (32, ["digest:sha256"], SAME, None),
+    (32, ["digest:sha256", "rsa_padding_mode:pss", "rsa_pss_saltlen:digest"], SAME, None),
+    (48, ["digest:sha384", "rsa_padding_mode:pss", "rsa_pss_saltlen:max", "rsa_mgf1_md:sha512"], SAME, None),
+    (20, ["rsa_padding_mode:pss"], SAME, None),  # PSS with no digest set uses SHA-1
+    (36, ["digest:md5-sha1"], SAME, None),
+    (32, [], SAME, None),  # PKCS#1 v1.5 over the bytes as given, no DigestInfo
+    (32, ["digest:sha256", "properties:provider=default"], SAME, None),
+    (32, ["digest:sha3-256"], REFUSED, "digest SHA3-256 for RSA signatures"),
+    (32, ["digest:sha256", "rsa_padding_mode:x931"], REFUSED, "not X9.31"),
+    (32, ["digest:sha256", "rsa_padding_mode:none"], BOTH_FAIL, "takes no digest"),
+    (32, ["digest:foo"], BOTH_FAIL, "digest 'foo' could not be fetched"),
+    # Both read properties with a digest set in the same call only; -pkeyopt sets one at a time.
+    (32, ["digest:sha256", "properties:provider=nowhere"], SAME, None),
+    (32, ["digest:sha256", "rsa_pss_saltlen:20", "rsa_padding_mode:pss"], BOTH_FAIL,
+     "PSS saltlen can only be specified if PSS padding has been specified first"),
+    (32, ["digest:sha256"] * 1 + ["rsa_padding_mode:pss", "rsa_mgf1_md:foo"], BOTH_FAIL, "could not be fetched"),
+    (20, ["digest:sha256"], BOTH_FAIL, "input is 20 bytes, not a SHA2-256 digest"),
+]
+
+
+@pytest.mark.parametrize("length,opts,outcome,text", PKEYUTL_SIGN_CASES, ids=case_id)
+def test_pkeyutl_sign(ossl, keys, length, opts, outcome, text):
+    tbs = ossl.path("parity.tbs")
+    Path(tbs).write_bytes(os.urandom(length))
+    out = ossl.path("parity.sig")
+    both(ossl, keys, lambda key: ("pkeyutl", "-sign", "-inkey", key, *sigopts("-pkeyopt", opts), "-in", tbs,
+                                  "-out", out), outcome, text)
+    if outcome == SAME:
+        verified = ossl.plain("pkeyutl", "-verify", "-pubin", "-inkey", keys["fake_pub"],
+                              *sigopts("-pkeyopt", [o for o in opts if not o.startswith("properties")]),
+                              "-in", tbs, "-sigfile", out)
+        assert b"Signature Verified Successfully" in verified.stdout
+
+
+def test_pkeyutl_sign_raw_block(ossl, keys):
+    """Padding none: a modulus-sized block below the modulus, signed as it is."""
+    block = ossl.path("parity.block")
+    Path(block).write_bytes(b"\x00" + os.urandom(255))
+    out = ossl.path("parity.raw")
+    # pkeyutl of OpenSSL 3.0 refuses input this long itself ("looks too long to be a hash").
+    ossl.run("rsautl", "-sign", "-raw", "-inkey", keys["fake"], "-in", block, "-out", out)
+    recovered = ossl.plain("pkeyutl", "-verifyrecover", "-pubin", "-inkey", keys["fake_pub"], "-pkeyopt",
+                           "rsa_padding_mode:none", "-in", out).stdout
+    assert recovered == Path(block).read_bytes()
+
+
+# ------------------------------------------------------------------ verification by the provider
+
+VERIFY_CASES = [
+    ("sha256", []),
+    ("sha3-256", []),
+    ("sha256", ["rsa_padding_mode:x931"]),
+    ("sha512", ["rsa_padding_mode:pss", "rsa_pss_saltlen:auto"]),
+    ("sha256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:digest", "rsa_mgf1_md:sha512-256"]),
+]
+
+
+@pytest.mark.parametrize("digest,opts", VERIFY_CASES, ids=case_id)
+def test_verification_through_the_provider_takes_what_the_default_provider_takes(ossl, keys, digest, opts):
+    """With ?provider=cloudhsm preferred, ours verifies software keys' signatures too:
+    every setting the default provider verifies with, ours does (it runs the default
+    provider on the public key), including those the HSMs could not sign with."""
+    sig = ossl.path("parity_soft.sig")
+    ossl.plain("dgst", f"-{digest}", "-sign", keys["soft"], *sigopts("-sigopt", opts), "-out", sig, keys["message"])
+    env = dict(ossl.env)
+    env["CLOUDHSM_PROVIDER_TRACE"] = "1"
+    proc = ossl.run("dgst", f"-{digest}", "-verify", keys["soft_pub"], *sigopts("-sigopt", opts), "-signature", sig,
+                    keys["message"], env=env)
+    assert b"Verified OK" in proc.stdout
+    assert b"verification with a RSA public key, run by the default provider" in proc.stderr, "ours did not verify"
+    Path(ossl.path("parity_tampered.txt")).write_bytes(Path(keys["message"]).read_bytes() + b"!")
+    bad = ossl.run("dgst", f"-{digest}", "-verify", keys["soft_pub"], *sigopts("-sigopt", opts), "-signature", sig,
+                   ossl.path("parity_tampered.txt"), check=False)
+    assert bad.returncode != 0 and "signature does not verify" in text_of(bad), text_of(bad)
+
+
+def test_verify_and_recover_with_the_fake_pem(ossl, keys):
+    tbs = ossl.path("parity.tbs")
+    Path(tbs).write_bytes(os.urandom(32))
+    sig = ossl.path("parity.sig")
+    ossl.run("pkeyutl", "-sign", "-inkey", keys["fake"], "-pkeyopt", "digest:sha256", "-in", tbs, "-out", sig)
+    out = ossl.run("pkeyutl", "-verify", "-inkey", keys["fake"], "-pkeyopt", "digest:sha256", "-in", tbs,
+                   "-sigfile", sig).stdout
+    assert b"Signature Verified Successfully" in out
+    # Recovery is a public-key operation, so ours gives what the default provider gives.
+    ours = ossl.run("pkeyutl", "-verifyrecover", "-inkey", keys["fake"], "-pkeyopt", "digest:sha256", "-in", sig).stdout
+    plain = ossl.plain("pkeyutl", "-verifyrecover", "-pubin", "-inkey", keys["fake_pub"], "-pkeyopt", "digest:sha256",
+                       "-in", sig).stdout
+    assert ours == plain == Path(tbs).read_bytes()
+
+
+# ------------------------------------------------------------------ operation parameters answered back
+
+SIGN_PROBES = [
+    ("SHA256", []),
+    ("-", []),
+    ("sha384", ["rsa_padding_mode:pss", "rsa_mgf1_md:sha512", "rsa_pss_saltlen:30"]),
+    ("SHA256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:max"]),
+    ("SHA256", ["rsa_padding_mode:pss", "rsa_pss_saltlen:-1"]),
+    ("SHA1", ["pad-mode:pss", "saltlen:auto", "mgf1-digest:SHA2-224"]),
+    ("SHA512", ["rsa_padding_mode:pss", "rsa_pss_saltlen:digest"]),
+]
+
+
+@pytest.mark.parametrize("digest,opts", SIGN_PROBES, ids=case_id)
+def test_signature_parameters_are_answered_as_the_default_provider_answers_them(ossl, keys, probe, digest, opts):
+    """pad-mode, digest, mgf1-digest, saltlen and the AlgorithmIdentifier (what X509_sign
+    embeds) read back the same from both providers."""
+    default = subprocess.run([probe, "sign", keys["soft"], digest, *opts], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
+                             capture_output=True, text=True, timeout=60)
+    ours = subprocess.run([probe, "sign", keys["fake"], digest, *opts], env=ossl.env, capture_output=True, text=True,
+                          timeout=60)
+    assert default.returncode == 0 and ours.returncode == 0, default.stdout + ours.stdout
+    assert "FAILED" not in default.stdout + ours.stdout
+    assert ours.stdout == default.stdout
+
+
+DECRYPT_PROBES = [
+    [],
+    ["rsa_padding_mode:oaep"],
+    ["rsa_padding_mode:oeap"],
+    ["rsa_padding_mode:oaep", "rsa_oaep_md:sha512", "rsa_oaep_label:aabb", "tls-client-version:771",
+     "tls-negotiated-version:770"],
+    ["rsa_oaep_md:sha3-256"],
+    ["rsa_padding_mode:none"],
+    ["pad-mode:pkcs1", "mgf1-digest:sha256"],
+]
+
+
+@pytest.mark.parametrize("opts", DECRYPT_PROBES, ids=case_id)
+def test_cipher_parameters_are_answered_as_the_default_provider_answers_them(ossl, keys, probe, opts):
+    default = subprocess.run([probe, "decrypt", keys["soft"], *opts], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
+                             capture_output=True, text=True, timeout=60)
+    ours = subprocess.run([probe, "decrypt", keys["fake"], *opts], env=ossl.env, capture_output=True, text=True,
+                          timeout=60)
+    assert "FAILED" not in default.stdout + ours.stdout, default.stdout + ours.stdout
+    assert ours.stdout == default.stdout
+
+
+# ------------------------------------------------------------------ decryption (pkeyutl -decrypt)
+
+DECRYPT_CASES = [
+    ([], SAME, None),
+    (["rsa_padding_mode:pkcs1"], SAME, None),
+    (["rsa_padding_mode:oaep"], SAME, None),
+    (["rsa_padding_mode:oeap"], SAME, None),
+    (["rsa_padding_mode:oaep", "rsa_oaep_md:sha256", "rsa_mgf1_md:sha256"], SAME, None),
+    (["rsa_padding_mode:oaep", "rsa_oaep_md:sha512", "rsa_mgf1_md:sha1", "rsa_oaep_label:0011aabb"], SAME, None),
+    (["rsa_padding_mode:oaep", "rsa_oaep_md:sha224"], SAME, None),
+    (["rsa_padding_mode:oaep", "digest:SHA2-384", "digest-props:provider=default"], SAME, None),
+    (["rsa_oaep_md:sha3-256"], SAME, None),  # unused with PKCS#1 padding, by both
+    (["rsa_padding_mode:oaep", "rsa_oaep_md:sha3-256"], REFUSED, "digest SHA3-256 for OAEP decryption"),
+    (["rsa_padding_mode:oaep", "rsa_mgf1_md:sha512-256"], REFUSED, "digest SHA2-512/256 for MGF1 in OAEP"),
+    (["rsa_padding_mode:x931"], BOTH_FAIL, "RSA padding mode x931: the HSMs decrypt with pkcs1, oaep or none"),
+    (["rsa_padding_mode:pss"], BOTH_FAIL, "PSS padding is for signatures, not RSA decryption"),
+    (["rsa_padding_mode:oaep", "rsa_oaep_md:foo"], BOTH_FAIL, "digest 'foo' could not be fetched"),
+    (["rsa_padding_mode:pkcs1v15"], BOTH_FAIL, "RSA padding mode 'pkcs1v15' is unknown"),
+]
+
+
+@pytest.mark.parametrize("opts,outcome,text", DECRYPT_CASES, ids=case_id)
+def test_pkeyutl_decrypt(cluster, ossl, keys, opts, outcome, text):
+    secret = os.urandom(24)
+    Path(ossl.path("parity.secret")).write_bytes(secret)
+    encrypt_opts = [o for o in opts if o not in ("rsa_padding_mode:x931", "rsa_padding_mode:pss")
+                    and not o.endswith(":foo") and not o.endswith("pkcs1v15")]
+    for which in ("soft", "fake"):
+        ossl.plain("pkeyutl", "-encrypt", "-pubin", "-inkey", keys[f"{which}_pub"], *sigopts("-pkeyopt", encrypt_opts),
+                   "-in", ossl.path("parity.secret"), "-out", ossl.path(f"parity_{which}.enc"))
+    default = ossl.plain("pkeyutl", "-decrypt", "-inkey", keys["soft"], *sigopts("-pkeyopt", opts),
+                         "-in", ossl.path("parity_soft.enc"), check=False)
+    before = private_operations(cluster)
+    ours = ossl.run("pkeyutl", "-decrypt", "-inkey", keys["fake"], *sigopts("-pkeyopt", opts),
+                    "-in", ossl.path("parity_fake.enc"), check=False)
+    if outcome == SAME:
+        assert default.returncode == 0 and default.stdout == secret, text_of(default)
+        assert ours.returncode == 0 and ours.stdout == secret, text_of(ours)
+        assert private_operations(cluster) > before, "the decryption did not run on the HSMs"
+    elif outcome == REFUSED:
+        assert default.returncode == 0 and default.stdout == secret, text_of(default)
+        assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
+    else:
+        assert default.returncode != 0, text_of(default)
+        assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
+
+
+ENCRYPT_CASES = [
+    [],
+    ["rsa_padding_mode:oaep"],
+    ["rsa_padding_mode:oaep", "rsa_oaep_md:sha3-256", "rsa_mgf1_md:sha512-256", "rsa_oaep_label:0011aabb"],
+]
+
+
+@pytest.mark.parametrize("opts", ENCRYPT_CASES, ids=case_id)
+def test_encryption_through_the_provider_takes_what_the_default_provider_takes(ossl, keys, opts):
+    """Encryption is a public-key operation: ours (preferred for the software key's public
+    half) encrypts with every setting the default provider does, and the software key
+    decrypts it."""
+    secret = os.urandom(24)
+    Path(ossl.path("parity.secret")).write_bytes(secret)
+    env = dict(ossl.env)
+    env["CLOUDHSM_PROVIDER_TRACE"] = "1"
+    proc = ossl.run("pkeyutl", "-encrypt", "-pubin", "-inkey", keys["soft_pub"], *sigopts("-pkeyopt", opts),
+                    "-in", ossl.path("parity.secret"), "-out", ossl.path("parity_ours.enc"), env=env)
+    assert b"encryption with a RSA public key, run by the default provider" in proc.stderr, "ours did not encrypt"
+    out = ossl.plain("pkeyutl", "-decrypt", "-inkey", keys["soft"], *sigopts("-pkeyopt", opts),
+                     "-in", ossl.path("parity_ours.enc")).stdout
+    assert out == secret
+
+
+# ------------------------------------------------------------------ key generation (genpkey, genrsa)
+
+GEN_CASES = [
+    ([], SAME, None),
+    (["rsa_keygen_bits:3072"], SAME, None),
+    (["rsa_keygen_pubexp:3"], SAME, None),
+    (["rsa_keygen_pubexp:17", "rsa_keygen_primes:2"], SAME, None),
+    (["bits:2048", "e:65537", "primes:2"], SAME, None),
+    (["rsa_keygen_bits:1024"], REFUSED, "the HSMs make RSA keys of 2048, 3072 or 4096 bits, not 1024"),
+    (["rsa_keygen_bits:2560"], REFUSED, "not 2560"),
+    (["rsa_keygen_primes:3"], REFUSED, "the HSMs make two-prime RSA keys only, not 3-prime ones"),
+    (["rsa_keygen_pubexp:4294967297"], REFUSED,
+     "public exponent that is an odd number from 3 to 4294967295 (65537 is usual), not 4294967297"),
+    (["rsa_keygen_bits:256"], BOTH_FAIL, "not 256"),
+    (["rsa_keygen_pubexp:4"], BOTH_FAIL, "an odd number from 3 to 4294967295"),
+    (["rsa_pss_keygen_md:sha256"], BOTH_FAIL, "command not supported"),
+    (["digest:sha256"], BOTH_FAIL, "command not supported"),
+]
+
+
+@pytest.mark.parametrize("opts,outcome,text", GEN_CASES, ids=case_id)
+def test_genpkey(cluster, ossl, opts, outcome, text):
+    out = ossl.path("parity_gen.key")
+    default = ossl.plain("genpkey", "-algorithm", "RSA", *sigopts("-pkeyopt", opts), "-out", ossl.path("parity_soft_gen.key"),
+                         check=False)
+    if os.path.exists(out):
+        os.remove(out)
+    ours = ossl.run("genpkey", "-algorithm", "RSA", *sigopts("-pkeyopt", opts), "-out", out, check=False)
+    if outcome == SAME:
+        assert default.returncode == 0, text_of(default)
+        assert ours.returncode == 0, text_of(ours)
+        assert Path(out).read_text().startswith("-----BEGIN CLOUDHSM KEY REFERENCE-----")
+        shown = ossl.run("pkey", "-in", out, "-text", "-noout").stdout.decode()
+        soft = ossl.plain("pkey", "-in", ossl.path("parity_soft_gen.key"), "-text", "-noout").stdout.decode()
+        bits = soft.split("(", 1)[1].split(" bit", 1)[0]
+        exponent = [line for line in soft.splitlines() if line.startswith("publicExponent")][0].split(":")[1].strip()
+        assert f"({bits} bit)" in shown and f"Exponent: {exponent}" in shown, shown + soft
+    else:
+        if outcome == REFUSED:
+            assert default.returncode == 0, text_of(default)
+        else:
+            assert default.returncode != 0, text_of(default)
+        assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
+        assert not os.path.exists(out) or os.path.getsize(out) == 0
+
+
+@pytest.mark.parametrize("args,outcome,text", [
+    (["-3", "2048"], SAME, "Exponent: 3 (0x3)"),
+    (["-F4", "2048"], SAME, "Exponent: 65537 (0x10001)"),
+    (["-primes", "2", "3072"], SAME, "(3072 bit)"),
+    (["-primes", "3", "2048"], REFUSED, "two-prime RSA keys only"),
+    (["1024"], REFUSED, "not 1024"),
+], ids=case_id)
+def test_genrsa(ossl, args, outcome, text):
+    out = ossl.path("parity_genrsa.key")
+    default = ossl.plain("genrsa", *args[:-1], "-out", ossl.path("parity_soft_genrsa.key"), args[-1], check=False)
+    ours = ossl.run("genrsa", *args[:-1], "-out", out, args[-1], check=False)
+    assert default.returncode == 0, text_of(default)
+    if outcome == SAME:
+        assert ours.returncode == 0, text_of(ours)
+        assert text in ossl.run("pkey", "-in", out, "-text", "-noout").stdout.decode()
+    else:
+        assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
+
+
+# ------------------------------------------------------------------ key parameters, export, check
+
+def test_public_key_parameters_are_the_default_providers(ossl, keys, probe):
+    names = ["bits", "security-bits", "max-size", "default-digest", "n", "e"]
+    ours = subprocess.run([probe, "key", keys["fake"], *names], env=ossl.env, capture_output=True, text=True,
+                          timeout=60)
+    default = subprocess.run([probe, "key", keys["fake_pub"], *names], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
+                             capture_output=True, text=True, timeout=60)
+    assert "FAILED" not in ours.stdout + default.stdout, ours.stdout + default.stdout
+    assert ours.stdout == default.stdout
+    assert "default-digest: SHA256" in ours.stdout
+
+
+@pytest.mark.parametrize("name", ["d", "rsa-factor1", "rsa-factor2", "rsa-exponent1", "rsa-coefficient1"])
+def test_private_key_parameters_are_refused_by_name(ossl, keys, probe, name):
+    default = subprocess.run([probe, "key", keys["soft"], name], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
+                             capture_output=True, text=True, timeout=60)
+    assert default.returncode == 0 and "FAILED" not in default.stdout, default.stdout
+    ours = subprocess.run([probe, "key", keys["fake"], name], env=ossl.env, capture_output=True, text=True, timeout=60)
+    assert f"{name}: FAILED" in ours.stdout, ours.stdout
+    assert f"key parameter '{name}' is part of the private key, which stays in the HSMs" in ours.stdout, ours.stdout
+
+
+def test_export_gives_the_public_key_and_refuses_the_private_half(ossl, keys):
+    ours = ossl.run("pkey", "-in", keys["fake"], "-pubout", "-outform", "DER").stdout
+    plain = ossl.plain("pkey", "-pubin", "-in", keys["fake_pub"], "-outform", "DER").stdout
+    assert ours == plain
+    refused = ossl.run("pkey", "-in", keys["fake"], "-outform", "DER", "-out", ossl.path("parity_private.der"),
+                       check=False)
+    assert refused.returncode != 0
+    assert "export of the private half of RSA key handle" in text_of(refused), text_of(refused)
+    assert "the private half of an HSM key never leaves the HSMs" in text_of(refused)
+
+
+def test_check_and_pubcheck(cluster, ossl, keys):
+    """`pkey -check` of a fake PEM signs in the HSMs and verifies with the key file's
+    public key: the pair is checked, not assumed."""
+    before = private_operations(cluster)
+    assert b"Key is valid" in ossl.run("pkey", "-in", keys["fake"], "-check", "-noout").stdout
+    assert private_operations(cluster) == before + 1
+    assert b"Key is valid" in ossl.run("pkey", "-in", keys["fake"], "-pubcheck", "-noout").stdout
+    assert private_operations(cluster) == before + 1
+
+
+# ------------------------------------------------------------------ key types the provider does not hold
+
+def ec_fake_pem(ossl) -> str:
+    """A key reference around an EC public key, as getCaviumPrivKey will write for EC keys."""
+    ossl.plain("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ossl.path("parity_ec.key"))
+    spki = ossl.plain("pkey", "-in", ossl.path("parity_ec.key"), "-pubout", "-outform", "DER").stdout
+
+    def tlv(tag, content):
+        n = len(content)
+        length = bytes([n]) if n < 128 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes(
+            (n.bit_length() + 7) // 8, "big")
+        return bytes([tag]) + length + content
+
+    der = tlv(0x30, tlv(0x02, b"\x01") + tlv(0x0C, b"local-dev") + tlv(0x02, b"\x05") + spki + tlv(0x0C, b"ec"))
+    path = ossl.path("parity_ec_fake.pem")
+    Path(path).write_text("-----BEGIN CLOUDHSM KEY REFERENCE-----\n" + base64.encodebytes(der).decode()
+                          + "-----END CLOUDHSM KEY REFERENCE-----\n")
+    seq = der_read(pem_body(Path(path).read_text(), "CLOUDHSM KEY REFERENCE"))[1]
+    assert der_children(seq)[3][2] == spki
+    return path
+
+
+def test_an_ec_key_reference_is_refused_by_name(ossl, c_programs):
+    path = ec_fake_pem(ossl)
+    message = "EC keys are not supported by this provider yet"
+    for args in (["pkey", "-in", path, "-noout"], ["dgst", "-sha256", "-sign", path, path]):
+        proc = ossl.run(*args, check=False)
+        assert proc.returncode != 0 and message in text_of(proc), text_of(proc)
+        assert proc.stdout == b"" or b"BEGIN" not in proc.stdout
+    # libssl's way of loading a key (PEM_read_bio_PrivateKey, as nginx does).
+    proc = subprocess.run([str(c_programs / "check_private_key"), path, path], env=ossl.env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0 and "load key: FAILED" in proc.stdout and message in proc.stdout, proc.stdout
