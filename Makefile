@@ -37,6 +37,10 @@ DEMO_DIR ?= .demo
 export CLUSTER_DIR CLUSTER_PORTS CLUSTER_HOSTS
 
 APT_PACKAGES := pkg-config gcc libc6-dev libssl-dev libsqlite3-dev openssl curl nginx wrk haproxy apache2 sqlite3
+# promtool (`promtool check metrics` in the metrics tests) ships only inside Debian's
+# prometheus package (19 MB, with a server that its install would start): deps takes the
+# one binary out of the package into .tools/bin instead of installing it.
+PROMTOOL_DIR := .tools/bin
 
 # The provider as installed and as the tests load it: release, with the Swift runtime
 # linked in statically (no Swift libraries needed at run time, and about 1.5 ms instead
@@ -78,6 +82,19 @@ deps: ## Install missing system packages (apt) and Python test modules (pip); qu
 	  PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -r requirements-test.txt 2>/dev/null || \
 	  PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --break-system-packages -r requirements-test.txt; \
 	fi
+	@if ! command -v promtool >/dev/null && [ ! -x $(PROMTOOL_DIR)/promtool ]; then \
+	  echo "deps: extracting promtool from Debian's prometheus package into $(PROMTOOL_DIR)"; \
+	  tmp="$$(mktemp -d)"; \
+	  download() { (cd "$$tmp" && apt-get download -qq -o APT::Sandbox::User=root prometheus >/dev/null 2>&1); }; \
+	  if ! download; then \
+	    if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	    download || { echo "deps: apt-get download prometheus failed" >&2; rm -rf "$$tmp"; exit 1; }; \
+	  fi; \
+	  dpkg-deb --fsys-tarfile "$$tmp"/prometheus_*.deb | tar -x -C "$$tmp" ./usr/bin/promtool; \
+	  install -D -m 0755 "$$tmp/usr/bin/promtool" $(PROMTOOL_DIR)/promtool; \
+	  rm -rf "$$tmp"; \
+	fi
 	@command -v $(SWIFT) >/dev/null || { echo "deps: no swift on PATH (looked in $(SWIFT_TOOLCHAIN) too)" >&2; exit 1; }
 
 build: ## swift build (debug) and the provider (release, static Swift runtime); links build/bin and build/ossl-modules/cloudhsm.so
@@ -100,13 +117,13 @@ install: build ## Install the tools in PREFIX/bin (/usr/local) and cloudhsm.so i
 	  echo "installed $(DESTDIR)$$moddir/cloudhsm.so"; \
 	fi
 
-cluster: build ## Start the 3-node dev cluster (CLUSTER_DIR, CLUSTER_PORTS, CLUSTER_HOSTS); then `. .cluster/env`
+cluster: build ## Start the 3-node dev cluster (CLUSTER_DIR, CLUSTER_PORTS, CLUSTER_HOSTS; metrics URLs in .cluster/metrics); then `. .cluster/env`
 	BIN_DIR="$(BIN)" scripts/cluster.sh start
 
 stop-cluster: ## Stop the dev cluster's nodes
 	scripts/cluster.sh stop
 
-status: ## Show whether each dev cluster node runs
+status: ## Show whether each dev cluster node runs, and each running node's counts from its metrics
 	@scripts/cluster.sh status || true
 
 demo: deps cluster ## Build, start the 3-node cluster, run the walkthrough and serve TLS from nginx through the HSMs (re-runnable)

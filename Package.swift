@@ -1,7 +1,9 @@
 // swift-tools-version:6.0
 // The CloudHSM SSL/TLS offload package: HSM nodes, their tools, the cluster client and
-// (later) the OpenSSL provider. No external dependencies: TLS, crypto and storage come
-// from the system's OpenSSL 3 and SQLite through the two C shim targets.
+// the OpenSSL provider. TLS, crypto and storage come from the system's OpenSSL 3 and
+// SQLite through the two C shim targets. The one package dependency, swift-prometheus
+// (with swift-metrics and swift-atomics under it), is for the nodes' metrics: only
+// HSMNode uses it; the modules loaded into host processes never do.
 import PackageDescription
 
 // Modules loaded into host processes (nginx forks after loading the provider) must not
@@ -20,6 +22,9 @@ let package = Package(
         .executable(name: "cloudhsm_check", targets: ["cloudhsm_check"]),
         .executable(name: "pkpspeed", targets: ["pkpspeed"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1")
+    ],
     targets: [
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3"),
@@ -28,7 +33,11 @@ let package = Package(
         // Safe Swift over libcrypto/libssl: every OpenSSL pointer lives here.
         .target(name: "OpenSSLKit", dependencies: ["COpenSSL", "CloudHSMCore"], swiftSettings: hostLoaded),
         // One emulated HSM: store, users, crypto, request handling, server.
-        .target(name: "HSMNode", dependencies: ["CloudHSMCore", "OpenSSLKit", "CSQLite"]),
+        .target(
+            name: "HSMNode",
+            dependencies: [
+                "CloudHSMCore", "OpenSSLKit", "CSQLite", .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         .executableTarget(name: "hsmd", dependencies: ["HSMNode"]),
         // The cluster client: synchronous, fork-aware, no Dispatch or Swift concurrency.
         .target(name: "HSMClient", dependencies: ["CloudHSMCore", "OpenSSLKit"], swiftSettings: hostLoaded),
@@ -38,8 +47,10 @@ let package = Package(
         .target(
             name: "CloudHSMProvider", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore", "COpenSSL"],
             swiftSettings: hostLoaded),
-        // Checks that applications can load the provider and sign with a fake PEM.
-        .executableTarget(name: "cloudhsm_check", dependencies: ["COpenSSL"]),
+        // Checks that applications can load the provider and sign with a fake PEM; --stats
+        // shows the client pool's view of each node.
+        .executableTarget(
+            name: "cloudhsm_check", dependencies: ["COpenSSL", "HSMClient", "OpenSSLKit", "CloudHSMCore"]),
         // pkpspeed: N threads sign or decrypt through one shared client; ops/s, latency, node shares.
         .executableTarget(name: "pkpspeed", dependencies: ["HSMClient", "OpenSSLKit", "CloudHSMCore"]),
         .testTarget(name: "CloudHSMCoreTests", dependencies: ["CloudHSMCore"]),

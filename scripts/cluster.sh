@@ -4,7 +4,8 @@
 #   scripts/cluster.sh start    create what is missing (CA, node certificates, node data,
 #                               cluster.cfg, crypto user) and start nodes that are not running
 #   scripts/cluster.sh stop     stop every node (TERM, then KILL after STOP_TIMEOUT seconds)
-#   scripts/cluster.sh status   one line per node; exit status 3 when any node is down
+#   scripts/cluster.sh status   one line per node, and under each running node the counts
+#                               its metrics show; exit status 3 when any node is down
 #   scripts/cluster.sh pki      only the files nodes on separate hosts need: CA, node keys
 #                               and certificates, cluster key, cluster.cfg (docs/deploy.md)
 #
@@ -34,6 +35,11 @@
 # mode 0600, shared by all nodes; it seals every message between nodes). Pass
 # --min-nodes etc. through HSMD_RUN_ARGS.
 #
+# Each node serves Prometheus metrics (hsmd --metrics-listen) on its own address and a
+# port the kernel picks; `start` writes their URLs, one per line in node order, to
+# $CLUSTER_DIR/metrics (and node N's to $CLUSTER_DIR/nodeN.metrics). HSMD_RUN_ARGS with a
+# --metrics-listen of its own replaces that.
+#
 # After `start`, `. $CLUSTER_DIR/env` puts the tools on PATH and sets CLOUDHSM_CONFIG and
 # n3fips_password for key_mgmt_util; when the provider is built (build/ossl-modules/
 # cloudhsm.so) it also sets OPENSSL_CONF to $CLUSTER_DIR/openssl.cnf, which loads it.
@@ -57,6 +63,7 @@ readonly CO_PASSWORD_FILE="$CLUSTER_DIR/co_password"
 readonly CU_PASSWORD_FILE="$CLUSTER_DIR/crypto_user_password"
 readonly CLUSTER_KEY="$CLUSTER_DIR/cluster.key"
 readonly ENV_FILE="$CLUSTER_DIR/env"
+readonly METRICS_FILE="$CLUSTER_DIR/metrics"
 
 log() { printf 'cluster: %s\n' "$*"; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
@@ -168,6 +175,7 @@ node_address() {
 
 pid_file() { echo "$CLUSTER_DIR/node$1.pid"; }
 log_file() { echo "$CLUSTER_DIR/node$1.log"; }
+metrics_url_file() { echo "$CLUSTER_DIR/node$1.metrics"; }
 
 # Prints the node's pid when it runs hsmd (a zombie or a recycled pid does not count).
 node_pid() {
@@ -332,9 +340,13 @@ start_node() {
         [[ "$m" == "$n" ]] || peers+=(--peer "$m=$(node_address "$m")")
     done
     if [[ ${#peers[@]} -gt 0 ]]; then peers+=(--cluster-key "$CLUSTER_KEY"); fi
+    # Metrics on the node's own address, on a port the kernel picks (wait_for_node reads it).
+    local metrics=()
+    [[ " ${HSMD_RUN_ARGS:-} " == *" --metrics-listen "* ]] || metrics=(--metrics-listen "${address%:*}:0")
+    rm -f "$(metrics_url_file "$n")"
     setsid nohup "$HSMD" run --data-dir "$CLUSTER_DIR/node$n" --listen "$address" \
         --cert "$CLUSTER_DIR/node$n.crt" --key "$CLUSTER_DIR/node$n.key" --ca "$CA_CRT" --log-file "$logf" \
-        "${peers[@]+"${peers[@]}"}" ${HSMD_RUN_ARGS:-} \
+        "${peers[@]+"${peers[@]}"}" "${metrics[@]+"${metrics[@]}"}" ${HSMD_RUN_ARGS:-} \
         </dev/null >>"$logf" 2>&1 &
     pid=$!
     echo "$pid" >"$pidf"
@@ -348,6 +360,14 @@ wait_for_node() {
     while :; do
         if tail -c "+$offset" "$logf" | grep -q "hsmd node $n listening on"; then
             log "node $n is listening on $(node_address "$n") (pid $pid, log $logf)"
+            # hsmd prints the metrics line before the listening line.
+            local url
+            url="$(tail -c "+$offset" "$logf" | sed -n "s|^hsmd node $n metrics on \(http://[^ ]*\)\$|\1|p" | tail -n 1)"
+            if [[ -n "$url" ]]; then
+                echo "$url" >"$(metrics_url_file "$n").tmp"
+                mv "$(metrics_url_file "$n").tmp" "$(metrics_url_file "$n")"
+                log "node $n serves metrics at $url"
+            fi
             return 0
         fi
         # Until setsid and nohup have exec'd hsmd the process has another name: only a
@@ -366,6 +386,18 @@ wait_for_node() {
         fi
         sleep 0.1
     done
+}
+
+# $METRICS_FILE: the metrics URL of every running node, one per line, in node order.
+write_metrics_list() {
+    local n f
+    {
+        for n in "${!PORTS[@]}"; do
+            f="$(metrics_url_file "$n")"
+            if node_pid "$n" >/dev/null && [[ -s "$f" ]]; then cat "$f"; fi
+        done
+    } >"$METRICS_FILE.tmp"
+    mv "$METRICS_FILE.tmp" "$METRICS_FILE"
 }
 
 create_crypto_user() {
@@ -451,6 +483,7 @@ cmd_start() {
         IFS=: read -r n pid offset <<<"$entry"
         wait_for_node "$n" "$pid" "$offset" || failed=1
     done
+    write_metrics_list
     [[ $failed -eq 0 ]] || die "some nodes did not start (see above); \`$0 stop\` stops the others"
 
     create_crypto_user
@@ -494,18 +527,57 @@ cmd_stop() {
             log "node $n (pid $pid) ignored TERM for ${STOP_TIMEOUT}s; sending KILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$(pid_file "$n")"
+        rm -f "$(pid_file "$n")" "$(metrics_url_file "$n")"
         log "node $n stopped"
     done
+    if [[ -f "$METRICS_FILE" ]]; then
+        load_nodes
+        write_metrics_list
+    fi
     [[ ${#pending[@]} -gt 0 ]] || log "no node was running"
+}
+
+# One line from a node's metrics: its private-key operations, throttled answers,
+# connections and keys.
+metrics_summary() {
+    local url=$1 text
+    if ! command -v curl >/dev/null; then
+        echo "    metrics: $url (curl is not installed: make deps)"
+        return 0
+    fi
+    if ! text="$(curl -sS --fail --max-time 5 "$url" 2>&1)"; then
+        echo "    metrics: $url does not answer: ${text##*curl: }"
+        return 0
+    fi
+    awk -v url="$url" '
+        function label(name,   v) { v = $0; if (!sub(".*" name "=\"", "", v)) return ""; sub(/".*/, "", v); return v }
+        /^#/ { next }
+        {
+            name = $1; sub(/\{.*/, "", name); value = $NF + 0
+            if (name == "hsmd_private_key_operations_total") {
+                if (label("outcome") == "success") ok[label("operation")] += value; else failed += value
+            } else if (name == "hsmd_throttled_responses_total") throttled += value
+            else if (name == "hsmd_connections") connections[label("state")] = value
+            else if (name == "hsmd_keys") keys[label("kind")] = value
+            else if (name == "hsmd_logins_total" && label("outcome") != "success") loginFailures += value
+        }
+        END {
+            printf "    operations: rsa_sign %d, rsa_decrypt %d, ecdsa_sign %d, failed %d; throttled %d; failed logins %d\n",
+                ok["rsa_sign"], ok["rsa_decrypt"], ok["ecdsa_sign"], failed, throttled, loginFailures
+            printf "    connections: %d logged in, %d not logged in, %d peer; keys: %d token, %d session; %s\n",
+                connections["logged_in"], connections["unauthenticated"], connections["peer"], keys["token"],
+                keys["session"], url
+        }' <<<"$text"
 }
 
 cmd_status() {
     load_nodes
-    local n pid down=0
+    local n pid down=0 f
     for n in "${!PORTS[@]}"; do
         if pid="$(node_pid "$n")"; then
             echo "node $n $(node_address "$n") running (pid $pid)"
+            f="$(metrics_url_file "$n")"
+            if [[ -s "$f" ]]; then metrics_summary "$(<"$f")"; fi
         else
             echo "node $n $(node_address "$n") stopped"
             down=1

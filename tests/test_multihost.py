@@ -154,6 +154,12 @@ def test_config_certificates_and_listeners_use_the_node_addresses(spread):
     status = spread.script("status").stdout
     for n, host in enumerate(HOSTS):
         assert re.search(rf"^node {n} {re.escape(host)}:{port} running \(pid \d+\)$", status, re.M), status
+    # Each node serves its metrics on its own address too, and status reads them there.
+    urls = (spread.dir / "metrics").read_text().splitlines()
+    assert len(urls) == len(HOSTS), urls
+    for host, url in zip(HOSTS, urls):
+        assert re.fullmatch(rf"http://{re.escape(host)}:\d+/metrics", url), urls
+        assert re.search(rf"^    connections: .*; {re.escape(url)}$", status, re.M), status
 
 
 def test_nodes_sync_with_their_peers_at_the_peer_addresses(spread):

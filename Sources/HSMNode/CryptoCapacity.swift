@@ -87,6 +87,23 @@ public final class CryptoCapacity: CryptoExecutor, @unchecked Sendable {
         return try work()
     }
 
+    /// Reports the slots in use and the waiting line at each scrape of `metrics`.
+    public func report(to metrics: NodeMetrics) {
+        metrics.addCollector { [weak self] metrics in
+            guard let self else { return }
+            let (running, queued) = self.condition.withLock { (self.busy, self.waiting) }
+            metrics.set(
+                "hsmd_crypto_operations_running", to: Double(running), help: "Crypto operations holding a slot now")
+            metrics.set(
+                "hsmd_crypto_slots", to: Double(self.slots), help: "Crypto operations that may run at once (--workers)")
+            metrics.set(
+                "hsmd_crypto_queue_length", to: Double(queued), help: "Requests waiting for a crypto slot now")
+            metrics.set(
+                "hsmd_crypto_queue_max", to: Double(self.queueLimit),
+                help: "Requests that may wait before new ones are answered throttled (--queue)")
+        }
+    }
+
     /// Refuses new work and wakes everything waiting for a slot.
     public func stop() {
         condition.lock()

@@ -65,6 +65,19 @@ public enum HSMDCommand: Equatable {
         public var connectionLimits = ConnectionLimits()
         /// Where the log (stderr) goes; nil keeps stderr.
         public var logFile: String? = nil
+        /// Where Prometheus metrics are served over HTTP; nil: nowhere.
+        public var metricsListen: ListenAddress? = nil
+    }
+
+    /// `HOST:PORT` of a listener.
+    public struct ListenAddress: Equatable {
+        public var host: String
+        public var port: UInt16
+
+        /// `http://HOST:PORT` with `port` (the bound one), brackets around an IPv6 host.
+        public func url(port: UInt16) -> String {
+            "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+        }
     }
 
     public static let usage = """
@@ -83,7 +96,7 @@ public enum HSMDCommand: Equatable {
                    [--sync-interval-ms N] [--peer-timeout-ms N] [--log-file FILE]
                    [--handshake-timeout-ms N] [--frame-timeout-ms N] [--login-timeout-ms N]
                    [--idle-timeout-ms N] [--max-connections N] [--max-unauthenticated N]
-                   [--max-unauthenticated-per-source N]
+                   [--max-unauthenticated-per-source N] [--metrics-listen HOST:PORT]
               Serves TLS 1.3 on HOST:PORT (PORT 0 picks one) and prints
               "hsmd node N listening on HOST:PORT" once it accepts connections.
               --workers             RSA operations that may run at once (default: number of CPUs)
@@ -118,6 +131,11 @@ public enum HSMDCommand: Equatable {
                                     when full, the one waiting longest makes room
               --max-unauthenticated-per-source N  the same per client address (IPv6: per
                                     /64) (default 16)
+              --metrics-listen HOST:PORT  serve Prometheus metrics over plain HTTP at
+                                    http://HOST:PORT/metrics (PORT 0 picks one) and print
+                                    "hsmd node N metrics on http://HOST:PORT/metrics"
+                                    before the listening line (default: off). No TLS, no
+                                    login: bind it to an address only monitoring reaches
           --password-iterations     PBKDF2-HMAC-SHA256 iterations for passwords set from
                                     then on (default 100000; init stores it for the node,
                                     run overrides it). Lower it only for tests.
@@ -178,7 +196,7 @@ public enum HSMDCommand: Equatable {
                     passwordIterations: try integer("--password-iterations", 1...10_000_000)
                         ?? NodeState.defaultPasswordIterations))
         case "run":
-            let (host, port) = try parseListen(try take("--listen"))
+            let (host, port) = try parseListen(try take("--listen"), flag: "--listen")
             var rate: Double? = nil
             if let text = flags.removeValue(forKey: "--max-ops-per-second") {
                 guard let value = Double(text), value > 0, value.isFinite else {
@@ -216,6 +234,13 @@ public enum HSMDCommand: Equatable {
                 options.logFile = path
             }
             options.connectionLimits = try parseConnectionLimits(integer)
+            if let text = flags.removeValue(forKey: "--metrics-listen") {
+                let (host, port) = try parseListen(text, flag: "--metrics-listen")
+                guard host != options.host || port != options.port || port == 0 else {
+                    throw UsageError("--metrics-listen \(text) is the address of --listen; give it a port of its own")
+                }
+                options.metricsListen = ListenAddress(host: host, port: port)
+            }
             command = .run(options)
         default:
             throw UsageError("unknown command '\(verb)': use init or run")
@@ -256,18 +281,18 @@ public enum HSMDCommand: Equatable {
         guard let equals = text.firstIndex(of: "="), let id = UInt8(text[..<equals]), id <= 15 else {
             throw UsageError("--peer needs N=HOST:PORT with a node id 0...15, not '\(text)'")
         }
-        let (host, port) = try parseListen(String(text[text.index(after: equals)...]))
+        let (host, port) = try parseListen(String(text[text.index(after: equals)...]), flag: "--peer")
         guard port != 0 else { throw UsageError("--peer \(text): the port must not be 0") }
         return PeerAddress(id: id, host: host, port: port)
     }
 
-    /// `HOST:PORT`, `[v6]:PORT`.
-    static func parseListen(_ text: String) throws -> (String, UInt16) {
-        guard let colon = text.lastIndex(of: ":") else { throw UsageError("--listen needs HOST:PORT, not '\(text)'") }
+    /// `HOST:PORT`, `[v6]:PORT`; `flag` names the option in errors.
+    static func parseListen(_ text: String, flag: String) throws -> (String, UInt16) {
+        guard let colon = text.lastIndex(of: ":") else { throw UsageError("\(flag) needs HOST:PORT, not '\(text)'") }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.isEmpty, let port = UInt16(text[text.index(after: colon)...]) else {
-            throw UsageError("--listen needs HOST:PORT with a port 0...65535, not '\(text)'")
+            throw UsageError("\(flag) needs HOST:PORT with a port 0...65535, not '\(text)'")
         }
         return (host, port)
     }

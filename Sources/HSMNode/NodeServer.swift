@@ -25,6 +25,8 @@ public final class NodeServer: @unchecked Sendable {
     private let registry: Mutex<Registry>
     private let throttle = Mutex(LogThrottle())
     private let isStopped = Atomic<Bool>(false)
+    /// Open connections from peer nodes (they hold logged-in slots), for the metrics.
+    private let peerConnections = Atomic<Int>(0)
     /// Time a closing connection gives the client to read its last frame.
     static let lingerMilliseconds = 500
 
@@ -40,8 +42,28 @@ public final class NodeServer: @unchecked Sendable {
         self.handler = handler
         self.tls = tls
         self.limits = limits
-        self.registry = Mutex(Registry(admission: ConnectionAdmission(limits: limits)))
+        let metrics = handler.state.metrics
+        self.registry = Mutex(Registry(admission: ConnectionAdmission(limits: limits), metrics: metrics))
         self.listener = try TCPListener(host: host, port: port)
+        metrics.addCollector { [weak self] metrics in self?.collect(into: metrics) }
+    }
+
+    /// Open connections by state and the limits they count against, for a scrape.
+    private func collect(into metrics: NodeMetrics) {
+        let (unauthenticated, authenticated) = registry.withLock {
+            ($0.admission.unauthenticatedCount, $0.admission.authenticatedCount)
+        }
+        let peers = min(peerConnections.load(ordering: .relaxed), authenticated)
+        let help = "Open connections: unauthenticated (not logged in yet), logged_in, peer (other nodes)"
+        metrics.set("hsmd_connections", labels: [("state", "unauthenticated")], to: Double(unauthenticated), help: help)
+        metrics.set("hsmd_connections", labels: [("state", "logged_in")], to: Double(authenticated - peers), help: help)
+        metrics.set("hsmd_connections", labels: [("state", "peer")], to: Double(peers), help: help)
+        metrics.set(
+            "hsmd_connections_max", to: Double(limits.maxConnections),
+            help: "Connections the node serves at once (--max-connections)")
+        metrics.set(
+            "hsmd_unauthenticated_connections_max", to: Double(limits.maxUnauthenticated),
+            help: "Of those, connections that have not logged in (--max-unauthenticated)")
     }
 
     /// Accepts connections until the listener is closed, each on its own thread.
@@ -64,6 +86,7 @@ public final class NodeServer: @unchecked Sendable {
             let source = socket.sourceKey
             let admitted = registry.withLock { $0.admit(socket, source: source) }
             guard let id = admitted.id else {
+                handler.state.metrics.recordRefused(.accept)
                 throttledLog(
                     "refusing a connection from \(socket.peerDescription): \(admitted.refusal ?? "")",
                     kind: "connections refused", source: source)
@@ -98,8 +121,10 @@ public final class NodeServer: @unchecked Sendable {
                 reason = "closed during the TLS handshake: \(eviction)"
             } else if case TLSError.timedOut = error {
                 reason = "no TLS handshake within \(limits.handshakeTimeoutMilliseconds) ms; closing"
+                handler.state.metrics.recordHandshakeFailure()
             } else {
                 reason = "TLS handshake failed: \(error)"
+                handler.state.metrics.recordHandshakeFailure()
             }
             throttledLog("connection from \(peer): \(reason)", kind: "failed TLS handshakes", source: source)
             registry.withLock { $0.finish(id) }
@@ -131,8 +156,10 @@ public final class NodeServer: @unchecked Sendable {
             registry.withLock({ $0.admission.promote(id) })
         {
             state.peerNode = node
+            peerConnections.add(1, ordering: .relaxed)
             logLine("connection \(id) open from \(peer) (peer node \(node))")
         }
+        defer { if state.peerNode != nil { peerConnections.subtract(1, ordering: .relaxed) } }
         if let reason = registry.withLock({ $0.evictionReason(id) }) {
             state.close(.throttled, reason)
             throttledLog("connection \(id) from \(peer) closed: \(reason)", kind: "evicted connections", source: source)
@@ -205,6 +232,8 @@ public final class NodeServer: @unchecked Sendable {
             && frame.operation == CloudHSMCore.Operation.login.rawValue
         if isLogin, !registry.withLock({ $0.admission.promote(state.id) }) {
             state.isClosing = true
+            handler.state.metrics.recordRefused(.login)
+            handler.state.metrics.recordThrottled(.connectionLimit)
             throttledLog(
                 "connection \(state.id) from \(state.peer): login refused, "
                     + "\(limits.maxAuthenticated) logged-in connections are open",
@@ -285,12 +314,14 @@ public final class NodeServer: @unchecked Sendable {
 /// socket, so that an eviction can wake the thread blocked reading it.
 private struct Registry {
     var admission: ConnectionAdmission
+    private let metrics: NodeMetrics
     private var sockets: [ConnectionID: TCPSocket] = [:]
     private var evictions: [ConnectionID: String] = [:]
     private var nextID: ConnectionID = 0
 
-    init(admission: ConnectionAdmission) {
+    init(admission: ConnectionAdmission, metrics: NodeMetrics) {
         self.admission = admission
+        self.metrics = metrics
     }
 
     /// Registers a new connection; evicts another to make room if needed.
@@ -302,6 +333,7 @@ private struct Registry {
         case .admitted(let eviction):
             if let eviction { evict(eviction) }
             sockets[nextID] = socket
+            metrics.recordAccepted()
             return (nextID, nil)
         }
     }
@@ -325,6 +357,7 @@ private struct Registry {
     }
 
     private mutating func evict(_ eviction: ConnectionAdmission.Eviction) {
+        metrics.recordEvicted()
         evictions[eviction.id] = eviction.reason
         sockets[eviction.id]?.interruptReads()
     }

@@ -61,6 +61,7 @@ extension NodeState {
             let candidate = try hash(password, salt: user.salt, iterations: user.iterations)
             if !constantTimeEqual(candidate, user.passwordHash) {
                 counted = try store.recordFailedLogin(userID: user.id, tag: try failureTag(user.id, candidate))
+                if counted, try store.failedLoginCount(userID: user.id) == threshold { metrics.recordLockout() }
                 result = .failure(HSMError(.loginFailed))
             } else if user.role != role {
                 result = .failure(HSMError(.loginFailed))

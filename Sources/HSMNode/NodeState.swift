@@ -20,6 +20,8 @@ public final class NodeState: @unchecked Sendable {
     public var clusterID: String { store.metadata.clusterID }
     /// PBKDF2 iterations for passwords set from now on.
     public let passwordIterations: Int
+    /// Counters and gauges for `hsmd run --metrics-listen`; every part of the node reports here.
+    public let metrics: NodeMetrics
 
     // Guarded by `lock`.
     let lock = NSLock()
@@ -90,18 +92,22 @@ public final class NodeState: @unchecked Sendable {
     /// Opens an initialised node and makes every stored key ready for use.
     ///
     /// - Parameter passwordIterations: overrides the iterations chosen at init.
-    public init(directory: String, passwordIterations: Int? = nil, context: CryptoContext) throws {
+    public init(
+        directory: String, passwordIterations: Int? = nil, context: CryptoContext, metrics: NodeMetrics = NodeMetrics()
+    ) throws {
         let masterKey = try MasterKey.load(directory: directory)
         let store = try NodeStore(directory: directory)
         self.store = store
         self.context = context
         self.masterKey = masterKey
         self.passwordIterations = passwordIterations ?? store.metadata.passwordIterations
+        self.metrics = metrics
         for record in try store.keyRecords() where !record.isDeleted {
             tokenKeys[record.handle] = try makeObject(record)
         }
         // Also reports a damaged user row now, not at login.
         liveUserIDs = Set(try store.userRecords().filter { !$0.isDeleted }.map(\.id))
+        metrics.addCollector { [weak self] metrics in self?.collect(into: metrics) }
     }
 
     // MARK: Key objects
@@ -298,6 +304,21 @@ public final class NodeState: @unchecked Sendable {
     func countSign() { lock.withLock { signCount += 1 } }
     func countDecrypt() { lock.withLock { decryptCount += 1 } }
     func countECDSASign() { lock.withLock { ecdsaSignCount += 1 } }
+
+    /// Keys and users held, for a scrape.
+    private func collect(into metrics: NodeMetrics) {
+        let (token, session, userCount) = lock.withLock { (tokenKeys.count, sessionKeys.count, liveUserIDs.count) }
+        let help = "Key objects held: token keys (on every node) and session keys (this node's sessions)"
+        metrics.set("hsmd_keys", labels: [("kind", "token")], to: Double(token), help: help)
+        metrics.set("hsmd_keys", labels: [("kind", "session")], to: Double(session), help: help)
+        metrics.set("hsmd_users", to: Double(userCount), help: "Users (crypto officers and crypto users)")
+        // One small query per user; a read error leaves the last value.
+        if let locked = try? users().filter({ $0.failedLogins >= Self.lockoutThreshold }).count {
+            metrics.set(
+                "hsmd_users_locked", to: Double(locked),
+                help: "Users locked after too many failed logins, counted on every node of the cluster")
+        }
+    }
 
     func info() throws -> NodeInfo {
         lock.withLock {

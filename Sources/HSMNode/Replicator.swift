@@ -64,6 +64,7 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
                 ioTimeoutMilliseconds: max(5000, connectTimeoutMilliseconds))
         }
         self.links = links
+        state.metrics.registerPeers(peers.map(\.id))
     }
 
     public var peerIDs: [UInt8] { links.keys.sorted() }
@@ -115,6 +116,7 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
                 } catch {
                     // The peer catches up at its next sync; nothing else to do here.
                 }
+                if !stored { self.state.metrics.recordPushFailure(peer: link.address.id) }
                 tally.finished(stored: stored)
             }
             thread.start()
@@ -161,12 +163,15 @@ public final class Replicator: ReplicationHook, @unchecked Sendable {
     // MARK: Pulling
 
     private func syncLogged(_ link: PeerLink) {
+        let startedAt = state.metrics.wallClock()
         do {
             let pulled = try sync(with: link)
+            state.metrics.recordSync(peer: link.address.id, startedAt: startedAt, pulled: pulled)
             let wasReachable = lock.withLock { reachable.updateValue(true, forKey: link.address.id) }
             if wasReachable != true { logLine("synced with peer \(link.name)") }
             if pulled > 0 { logLine("pulled \(pulled) newer record(s) from peer \(link.name)") }
         } catch {
+            state.metrics.recordSyncFailure(peer: link.address.id)
             let wasReachable = lock.withLock { reachable.updateValue(false, forKey: link.address.id) }
             if wasReachable != false { logLine("cannot sync with peer \(link.name): \(error)") }
         }

@@ -52,12 +52,37 @@ public final class RequestHandler: @unchecked Sendable {
 
     /// Answers one request. Never throws: every failure becomes a return code.
     public func handle(_ request: HSMRequest, session: inout Session) -> HSMResponse {
+        let operation = NodeMetrics.Operation(request)
+        let started = operation == nil ? 0 : monotonicNanoseconds()
+        let response: HSMResponse
         do {
-            return .success(try dispatch(request, session: &session))
+            response = .success(try dispatch(request, session: &session))
         } catch let error as HSMError {
-            return .failure(error)
+            response = .failure(error)
         } catch {
-            return .failure(HSMError(.internalError, "\(error)"))
+            response = .failure(HSMError(.internalError, "\(error)"))
+        }
+        count(request, operation, response, since: started)
+        return response
+    }
+
+    /// The node's metrics for one answered request.
+    private func count(
+        _ request: HSMRequest, _ operation: NodeMetrics.Operation?, _ response: HSMResponse, since started: UInt64
+    ) {
+        let metrics = state.metrics
+        if let operation {
+            metrics.recordOperation(
+                operation, succeeded: response.code.isSuccess,
+                duration: .nanoseconds(Int64(clamping: monotonicNanoseconds() &- started)))
+        }
+        if response.code == .throttled { metrics.recordThrottled(.cryptoQueue) }
+        if case .login = request {
+            switch response.code {
+            case .success: metrics.recordLogin(.success)
+            case .userLocked: metrics.recordLogin(.locked)
+            default: metrics.recordLogin(.failure)
+            }
         }
     }
 

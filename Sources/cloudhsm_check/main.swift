@@ -2,6 +2,7 @@
 // loads a fake PEM key, signs a test message on the HSMs and verifies the signature
 // with the default provider alone. OpenSSL 3.0 hides provider load failures, so this
 // says plainly which step fails and why, with advice for that failure only.
+// `--stats` is the other mode: the client pool's view of each node (PoolStatistics.swift).
 
 import COpenSSL
 import Foundation
@@ -158,15 +159,22 @@ func configuredModulePath(_ path: String?) -> String? {
 }
 
 let arguments = CommandLine.arguments
+if arguments.count >= 2, arguments[1] == "--stats" { runPoolStatistics(Array(arguments.dropFirst(2))) }
 if arguments.count != 2 || arguments[1] == "-h" || arguments[1] == "--help" {
     print(
         """
         usage: cloudhsm_check <fake PEM key file>
+               cloudhsm_check --stats [-n OPERATIONS] [-t THREADS] [--json] <fake PEM key file>
 
         Loads the cloudhsm provider through OPENSSL_CONF, loads the key, signs a test
         message on the HSM cluster and verifies it with the default provider.
         Needs OPENSSL_CONF (see provider.cnf), CLOUDHSM_CONFIG or the config's
         cluster_config, and n3fips_password or CLOUDHSM_PIN.
+
+        --stats: signs OPERATIONS test digests through the cluster client (the pool the
+        provider uses, without loading the provider) and prints what this process's pool
+        saw of each node: up or down, requests sent and answered, failures, throttled
+        answers, retries, outstanding requests, connections and latency.
         """)
     exit(arguments.count == 2 ? 0 : 2)
 }

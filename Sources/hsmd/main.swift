@@ -91,6 +91,7 @@ case .run(let options):
     let pool: CryptoCapacity
     let state: NodeState
     var replicator: Replicator? = nil
+    var metricsServer: MetricsServer? = nil
     do {
         let context = try CryptoContext()
         state = try NodeState(
@@ -116,12 +117,17 @@ case .run(let options):
                 connectTimeoutMilliseconds: options.peerTimeoutMilliseconds, context: context)
             server.replicator = replicator
         }
+        pool.report(to: state.metrics)
+        if let address = options.metricsListen {
+            metricsServer = try MetricsServer(host: address.host, port: address.port, metrics: state.metrics)
+        }
     } catch {
         fail("cannot start: \(error)", code: 1)
     }
 
     let awaited = signals
     let stoppingReplicator = replicator
+    let stoppingMetrics = metricsServer
     let signalThread = Thread {
         var waitSet = awaited
         var received: Int32 = 0
@@ -138,12 +144,20 @@ case .run(let options):
         }
         FileHandle.standardError.write(Data("hsmd: signal \(received), shutting down\n".utf8))
         server.stop()
+        stoppingMetrics?.stop()
         stoppingReplicator?.stop()
         pool.stop()
         state.store.quiesce()  // no commit is cut in half
         exit(0)
     }
     signalThread.start()
+
+    // Before the listening line, which scripts wait for: by then this line is there too.
+    if let metricsServer, let address = options.metricsListen {
+        metricsServer.start()
+        print("hsmd node \(state.nodeID) metrics on \(address.url(port: metricsServer.port))/metrics")
+        fflush(stdout)
+    }
 
     if let replicator {
         // The listener already accepts (peers' first syncs land in its backlog), and a

@@ -110,4 +110,31 @@ final class HSMDCommandTests: XCTestCase {
             ]).contains("--workers"))
         XCTAssertTrue(message(["run", "--data-dir"]).contains("needs a value"))
     }
+
+    func testMetricsListenParses() throws {
+        let base = ["run", "--data-dir", "/d", "--listen", "127.0.0.1:2223", "--cert", "c", "--key", "k", "--ca", "a"]
+        guard case .run(let off) = try HSMDCommand.parse(base) else { return XCTFail("not run") }
+        XCTAssertNil(off.metricsListen, "metrics are off unless asked for")
+        guard case .run(let on) = try HSMDCommand.parse(base + ["--metrics-listen", "[::1]:0"]) else {
+            return XCTFail("not run")
+        }
+        XCTAssertEqual(on.metricsListen, .init(host: "::1", port: 0))
+        XCTAssertEqual(on.metricsListen?.url(port: 9100), "http://[::1]:9100")
+        guard case .run(let v4) = try HSMDCommand.parse(base + ["--metrics-listen", "10.0.0.5:9100"]) else {
+            return XCTFail("not run")
+        }
+        XCTAssertEqual(v4.metricsListen?.url(port: 9100), "http://10.0.0.5:9100")
+        func message(_ extra: [String]) -> String {
+            do {
+                _ = try HSMDCommand.parse(base + extra)
+                return ""
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertTrue(message(["--metrics-listen", "9100"]).contains("--metrics-listen needs HOST:PORT"))
+        XCTAssertTrue(message(["--metrics-listen", "h:99999"]).contains("--metrics-listen needs HOST:PORT"))
+        XCTAssertTrue(message(["--metrics-listen", "127.0.0.1:2223"]).contains("port of its own"))
+        XCTAssertTrue(message(["--metrics-listen", "h:1", "--metrics-listen", "h:2"]).contains("given twice"))
+    }
 }
