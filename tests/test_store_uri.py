@@ -318,3 +318,20 @@ def test_ec_keys_by_uri_once_the_provider_holds_ec(cluster, store):
                                         str(message)).stdout
     listing = run(store, "storeutl", "-keys", "-text", "-noout", "cloudhsm:", env=env).stdout.decode()
     assert listed(listing) == {private: "store_ec_key"}, listing
+
+
+# ------------------------------------------------------------------------------ a node down
+
+
+def test_the_store_works_with_a_node_down(cluster, store):
+    """findKeys goes to every node: the ones that answer are enough."""
+    expected = cu_private_keys(cluster)
+    cluster.kill(2)
+    try:
+        out = run(store, "storeutl", "-keys", "-text", "-noout", "cloudhsm:").stdout.decode()
+        assert set(listed(out)) == expected, out
+        out = run(store, "pkey", "-in", "cloudhsm:label=web_server_imported_key", "-pubout").stdout.decode()
+        assert out == (cluster.work / "store_existing_pub.pem").read_text()
+    finally:
+        cluster.restart()
+        cluster.wait_all_up()
