@@ -68,6 +68,24 @@ final class StoreURITests: XCTestCase {
             try StoreURI(parsing: "cloudhsm:label=%C3%28")
         }
         assertRefused(.invalidInput, "label= has no label") { try StoreURI(parsing: "cloudhsm:label=") }
+        assertRefused(.invalidInput, "the label holds a NUL byte (%00), which no key label can") {
+            try StoreURI(parsing: "cloudhsm:label=a%00b")
+        }
+    }
+
+    func testLabelsAreAsLongAsAKeyLabelCanBe() throws {
+        let longest = String(repeating: "é", count: 128)
+        XCTAssertEqual(try StoreURI(parsing: "cloudhsm:label=\(longest)").label, longest)
+        XCTAssertEqual(
+            try StoreURI(parsing: "cloudhsm:label=" + String(repeating: "%41", count: 256)).label,
+            String(repeating: "A", count: 256))
+        assertRefused(.invalidInput, "the label is 257 bytes long once decoded; a key label holds at most 256") {
+            try StoreURI(parsing: "cloudhsm:label=" + String(repeating: "a", count: 257))
+        }
+        // The URI in the message is cut short; the problem is not.
+        assertRefused(.invalidInput, "the label is 4000 bytes long") {
+            try StoreURI(parsing: "cloudhsm:label=" + String(repeating: "%41", count: 4000))
+        }
     }
 
     func testMalformedURIsAreRefusedByName() {
@@ -92,6 +110,19 @@ final class StoreURITests: XCTestCase {
         for text in ["cloudhsm:;", "cloudhsm:handle=5;", "cloudhsm:;label=a", "cloudhsm:handle=5;;label=a"] {
             assertRefused(.invalidInput, "it has an empty attribute") { try StoreURI(parsing: text) }
         }
+    }
+
+    /// Separators are bytes: a combining mark after ';' does not hide it, as it did when
+    /// the parser compared Characters (the store_uri fuzz target showed such a mark fusing
+    /// with the character before it).
+    func testSeparatorsAreBytesNotCharacters() throws {
+        XCTAssertEqual(
+            try StoreURI(parsing: "cloudhsm:label=a\u{308};handle=5"), StoreURI(handle: 5, label: "a\u{308}"))
+        assertRefused(.invalidInput, "unknown attribute '\u{308}handle'") {
+            try StoreURI(parsing: "cloudhsm:label=a;\u{308}handle=5")
+        }
+        XCTAssertEqual(try StoreURI(parsing: "cloudhsm:label=\u{308}x").label, "\u{308}x")
+        assertRefused(.invalidInput, "it does not start with 'cloudhsm:'") { try StoreURI(parsing: "cloudhsm\u{308}:") }
     }
 
     func testRefusalsNameTheURIAndTheForms() {

@@ -28,6 +28,10 @@ struct StoreURI: Equatable, CustomStringConvertible {
     /// How messages tell the user what a URI may look like.
     static let forms = "cloudhsm:handle=N, cloudhsm:label=NAME, both joined by ';', or cloudhsm: alone for every key"
 
+    /// The longest label a key can carry, in UTF-8 bytes: what the wire protocol admits
+    /// (HSMRequest's key-generation and findKeys decoders).
+    static let maximumLabelBytes = 256
+
     /// The key's handle, when the URI names one.
     var handle: KeyHandle?
     /// The key's label, percent-decoded, when the URI names one.
@@ -45,39 +49,44 @@ struct StoreURI: Equatable, CustomStringConvertible {
     ///
     /// - Throws: `ProviderError(.invalidInput)` naming what is wrong: another scheme, a
     ///   `//`, an attribute that is empty, unknown, repeated or has no value, a handle
-    ///   that is not a decimal number, a broken percent escape, a label that is empty or
-    ///   not UTF-8.
+    ///   that is not a decimal number, a broken percent escape, a label that is empty,
+    ///   not UTF-8, holds a NUL or is longer than any key label.
     init(parsing text: String) throws {
-        let colon = text.firstIndex(of: ":")
-        guard let colon, text[..<colon].lowercased() == Self.scheme else {
+        // Split on the bytes ':', ';' and '=', never on Characters: a combining mark after
+        // a ';' would otherwise fuse with it and hide the separator, where OpenSSL and
+        // every other URI reader see one.
+        let bytes = Array(text.utf8)
+        func piece(_ slice: ArraySlice<UInt8>) -> Substring { Substring(String(decoding: slice, as: UTF8.self)) }
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
+            bytes[..<colon].map({ (0x41...0x5a).contains($0) ? $0 | 0x20 : $0 }).elementsEqual(Self.scheme.utf8)
+        else {
             throw Self.malformed(text, "it does not start with '\(Self.scheme):'")
         }
-        let rest = text[text.index(after: colon)...]
-        if rest.hasPrefix("//") {
+        let rest = bytes[(colon + 1)...]
+        if rest.starts(with: "//".utf8) {
             throw Self.malformed(text, "a cloudhsm: URI has no '//' part")
         }
         self.init()
         guard !rest.isEmpty else { return }
-        for attribute in rest.split(separator: ";", omittingEmptySubsequences: false) {
+        for attribute in rest.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false) {
             guard !attribute.isEmpty else {
                 throw Self.malformed(text, "it has an empty attribute (two ';' in a row, or one at either end)")
             }
-            guard let equals = attribute.firstIndex(of: "=") else {
+            guard let equals = attribute.firstIndex(of: UInt8(ascii: "=")) else {
                 throw Self.malformed(
-                    text, "attribute '\(Self.shown(attribute))' has no value (write handle=N or label=NAME)")
+                    text, "attribute '\(Self.shown(piece(attribute)))' has no value (write handle=N or label=NAME)")
             }
             let name = attribute[..<equals]
-            let value = attribute[attribute.index(after: equals)...]
-            switch name {
-            case "handle":
+            let value = piece(attribute[(equals + 1)...])
+            if name.elementsEqual("handle".utf8) {
                 guard handle == nil else { throw Self.malformed(text, "attribute 'handle' appears twice") }
                 handle = try Self.handle(value, in: text)
-            case "label":
+            } else if name.elementsEqual("label".utf8) {
                 guard label == nil else { throw Self.malformed(text, "attribute 'label' appears twice") }
                 label = try Self.label(value, in: text)
-            default:
+            } else {
                 throw Self.malformed(
-                    text, "unknown attribute '\(Self.shown(name))' (a cloudhsm: URI takes handle and label)")
+                    text, "unknown attribute '\(Self.shown(piece(name)))' (a cloudhsm: URI takes handle and label)")
             }
         }
     }
@@ -129,6 +138,16 @@ struct StoreURI: Equatable, CustomStringConvertible {
         }
         guard let label = String(validating: bytes, as: UTF8.self) else {
             throw malformed(text, "the label is not UTF-8 once its percent escapes are decoded")
+        }
+        // No key can carry such a label (the wire protocol refuses it), so a lookup could
+        // only fail with a less clear message.
+        guard !bytes.contains(0) else {
+            throw malformed(text, "the label holds a NUL byte (%00), which no key label can")
+        }
+        guard bytes.count <= maximumLabelBytes else {
+            throw malformed(
+                text,
+                "the label is \(bytes.count) bytes long once decoded; a key label holds at most \(maximumLabelBytes)")
         }
         return label
     }
