@@ -237,11 +237,19 @@ def test_a_public_or_secret_key_is_not_a_private_key(store):
     ("cloudhsm:label=50%", "'%' in the label is not a percent escape"),
     ("cloudhsm://handle=5", "a cloudhsm: URI has no '//' part"),
     ("cloudhsm:label", "attribute 'label' has no value"),
+    ("cloudhsm:label=a%00b", "the label holds a NUL byte (%00), which no key label can"),
+    ("cloudhsm:label=web;handle=5;label=web", "attribute 'label' appears twice"),
 ])
 def test_a_malformed_uri_is_refused_by_name(store, uri, problem):
     text = refused(store, "pkey", "-in", uri, "-noout")
     assert f"malformed cloudhsm: URI '{uri}': {problem}" in text, text
     assert "cloudhsm:handle=N, cloudhsm:label=NAME" in text
+
+
+def test_a_label_longer_than_any_key_label_is_refused_before_asking(store):
+    text = refused(store, "pkey", "-in", "cloudhsm:label=" + "k" * 300, "-noout")
+    assert "the label is 300 bytes long once decoded; a key label holds at most 256" in text, text
+    assert "bytes in all)" in text, "the URI in the message is cut short"
 
 
 def test_without_credentials_the_store_says_so(store):
@@ -306,6 +314,12 @@ def test_ec_keys_by_uri_once_the_provider_holds_ec(cluster, store):
         unsupported = (f"key handle {private} (label 'store_ec_key') is a private EC key: EC keys are not "
                        "supported by this provider yet")
         assert unsupported in text, text
+        # A listing leaves the key out without failing, and the trace says why.
+        traced = dict(env, CLOUDHSM_PROVIDER_TRACE="1")
+        proc = run(store, "storeutl", "-keys", "-text", "-noout", "cloudhsm:", env=traced)
+        assert "Total found: 0" in proc.stdout.decode(), proc.stdout
+        skipped = f"store: key handle {private} is a private EC key, a type this provider does not hold"
+        assert skipped in proc.stderr.decode(errors="replace"), proc.stderr
         pytest.skip("the provider does not hold EC keys yet: " + unsupported)
     assert proc.stdout.decode() == (cluster.work / "store_ec_pub.pem").read_text(), text
     ossl = store["ossl"]
