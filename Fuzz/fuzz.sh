@@ -34,9 +34,10 @@ read -r -a EXTRA <<<"${FUZZ_FLAGS:-}"
 FLAGS=(-parse-as-library -sanitize=fuzzer,address "${FUZZ_OPT:--O}" -g)
 if command -v ld.lld >/dev/null; then FLAGS+=(-use-ld=lld); fi
 
-ALL_TARGETS=(frame request response peer_request peer_response key_pem key_der der base64 config)
+ALL_TARGETS=(frame request response peer_request peer_response key_pem key_der der base64 config store_uri)
 # Whole modules, never a list of files: whatever a decoder comes to use is there. The
-# config parser lives in HSMClient, which needs OpenSSLKit and so libssl and libcrypto.
+# config parser lives in HSMClient, which needs OpenSSLKit and so libssl and libcrypto;
+# the cloudhsm: URI parser lives in the provider, which needs all three.
 OPENSSL_LIBS=$(pkg-config --libs openssl 2>/dev/null || echo "-lssl -lcrypto")
 
 die() { echo "fuzz: $*" >&2; exit 2; }
@@ -83,10 +84,14 @@ build() {
     for t in $(targets); do
         # Libraries in link order: a module before the modules it imports.
         local modules=(CloudHSMCore) libs=() deps=()
-        if [ "$t" = config ]; then
+        if [ "$t" = config ] || [ "$t" = store_uri ]; then
             build_module OpenSSLKit Sources/OpenSSLKit/*.swift
             build_module HSMClient Sources/HSMClient/*.swift
             modules=(HSMClient OpenSSLKit CloudHSMCore)
+        fi
+        if [ "$t" = store_uri ]; then
+            build_module CloudHSMProvider Sources/CloudHSMProvider/*.swift Sources/CloudHSMProvider/*/*.swift
+            modules=(CloudHSMProvider "${modules[@]}")
         fi
         local m
         for m in "${modules[@]}"; do
@@ -94,7 +99,7 @@ build() {
             deps+=("$BUILD/modules/lib$m.a")
         done
         # shellcheck disable=SC2206 # OPENSSL_LIBS is a list of flags
-        [ "$t" = config ] && libs+=($OPENSSL_LIBS)
+        [ "$t" = config ] || [ "$t" = store_uri ] && libs+=($OPENSSL_LIBS)
         local out=$BUILD/bin/$t
         stale "$out" Fuzz/Targets/Support.swift "Fuzz/Targets/$t.swift" "${deps[@]}" "$0" || continue
         echo "fuzz: building target $t"

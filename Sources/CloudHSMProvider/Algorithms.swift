@@ -60,6 +60,13 @@ enum Algorithms {
                     implementation: KeyReferenceDecoder.derDispatch, description: "CloudHSM key reference reader")
             })
 
+    /// The store loader, named by the URI scheme it opens (`cloudhsm:`).
+    static let store = algorithmTable([
+        AlgorithmEntry(
+            names: "cloudhsm", properties: "provider=cloudhsm", implementation: KeyStoreLoader.dispatch,
+            description: "CloudHSM private keys by URI: cloudhsm:handle=N, cloudhsm:label=NAME, cloudhsm:")
+    ])
+
     static func table(for operation: Int32) -> UnsafePointer<OSSL_ALGORITHM>? {
         switch operation {
         case OSSL_OP_KEYMGMT: return keyManagement
@@ -67,6 +74,7 @@ enum Algorithms {
         case OSSL_OP_ASYM_CIPHER: return asymmetricCipher
         case OSSL_OP_ENCODER: return encoder
         case OSSL_OP_DECODER: return decoder
+        case OSSL_OP_STORE: return store
         default: return nil
         }
     }

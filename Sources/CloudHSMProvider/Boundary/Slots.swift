@@ -114,3 +114,14 @@ enum EncoderSlot {
     static let doesSelection = Slot(OSSL_FUNC_ENCODER_DOES_SELECTION, OSSL_FUNC_encoder_does_selection)
     static let encode = Slot(OSSL_FUNC_ENCODER_ENCODE, OSSL_FUNC_encoder_encode)
 }
+
+enum StoreSlot {
+    static let open = Slot(OSSL_FUNC_STORE_OPEN, OSSL_FUNC_store_open)
+    static let attach = Slot(OSSL_FUNC_STORE_ATTACH, OSSL_FUNC_store_attach)
+    static let settableContextParams = Slot(
+        OSSL_FUNC_STORE_SETTABLE_CTX_PARAMS, OSSL_FUNC_store_settable_ctx_params)
+    static let setContextParams = Slot(OSSL_FUNC_STORE_SET_CTX_PARAMS, OSSL_FUNC_store_set_ctx_params)
+    static let load = Slot(OSSL_FUNC_STORE_LOAD, OSSL_FUNC_store_load)
+    static let eof = Slot(OSSL_FUNC_STORE_EOF, OSSL_FUNC_store_eof)
+    static let close = Slot(OSSL_FUNC_STORE_CLOSE, OSSL_FUNC_store_close)
+}

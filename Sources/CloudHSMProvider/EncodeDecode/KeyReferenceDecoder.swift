@@ -160,7 +160,7 @@ enum KeyReferenceDecoder {
     }
 
     /// Hands a new key object to libcrypto by reference; our keymgmt's `load` takes it.
-    private static func emit(_ key: ProviderKey, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
+    static func emit(_ key: ProviderKey, _ callback: DataCallback, _ argument: UnsafeMutableRawPointer?)
         -> Int32
     {
         var slot: UnsafeMutableRawPointer? = retainedPointer(KeyHolder(key.type, key))

@@ -120,14 +120,14 @@ final class KeyService: Sendable {
     }
 
     /// Text from a key file or configuration, as messages show it.
-    private static func shown(_ text: String) -> String {
+    static func shown(_ text: String) -> String {
         text.escapingControlCharacters.truncated(toUTF8Bytes: 120)
     }
 
     /// The private key with the same public key as `publicKey`, among this user's private
     /// keys of the same label (a pair shares its label): a few requests, made only on
     /// this error path; nil when there is none or it cannot be told cheaply.
-    private func privateKeyHandle(pairedWith publicKey: KeyAttributes, near handle: KeyHandle, client: ClusterClient)
+    func privateKeyHandle(pairedWith publicKey: KeyAttributes, near handle: KeyHandle, client: ClusterClient)
         -> KeyHandle?
     {
         var filter = KeyFilter()
@@ -170,7 +170,7 @@ final class KeyService: Sendable {
         }
     }
 
-    private func loggedInClient() throws -> ClusterClient {
+    func loggedInClient() throws -> ClusterClient {
         let client = try preparedClient()
         if !client.isLoggedIn {
             // Each node's connection logs in on first use; a wrong password shows up as
@@ -190,7 +190,7 @@ final class KeyService: Sendable {
         return client
     }
 
-    private func body(_ result: Result<HSMResponse, HSMError>, doing what: String) throws -> ResponseBody {
+    func body(_ result: Result<HSMResponse, HSMError>, doing what: String) throws -> ResponseBody {
         switch result {
         case .success(let response):
             do { return try response.get() } catch let error as HSMError {
@@ -211,7 +211,7 @@ final class KeyService: Sendable {
 
 extension KeyAttributes {
     /// "a public RSA key", "a secret AES key": what a handle holds, for messages.
-    fileprivate var kindDescription: String {
+    var kindDescription: String {
         let kind: String
         switch keyClass {
         case .publicKey: kind = "a public"

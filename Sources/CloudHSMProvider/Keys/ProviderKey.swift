@@ -51,6 +51,11 @@ final class ProviderKey {
         try self.init(type: type, publicKey: publicKey, reference: nil)
     }
 
+    /// The public half alone: what a store hands out when a public key is expected.
+    func publicHalf() throws -> ProviderKey {
+        try ProviderKey(type: type, publicKey: publicKey, reference: nil)
+    }
+
     private init(type: any ProviderKeyType.Type, publicKey: EVPKey, reference: KeyReference?) throws {
         guard publicKey.isA(type.name.description) else {
             throw ProviderError(
