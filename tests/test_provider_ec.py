@@ -337,3 +337,14 @@ def test_a_key_file_naming_an_rsa_handle_with_an_ec_public_key_is_refused(cluste
     assert proc.returncode != 0
     assert f"key handle {rsa_handle} on cluster 'local-dev' is a private RSA key, not an EC private key" in \
         text_of(proc), text_of(proc)
+
+
+def test_cloudhsm_check_says_what_an_ec_key_is_and_signs_with_it(cluster, ossl, ec_keys):
+    before = ecdsa_signs(cluster)
+    proc = subprocess.run([str(cluster.bin_dir / "cloudhsm_check"), ec_keys["P-384"]], env=ossl.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "EC 384 bit key (secp384r1) held by the HSM cluster" in proc.stdout, proc.stdout
+    assert "signed a test message on the HSM cluster (ECDSA, SHA-256)" in proc.stdout, proc.stdout
+    assert "signature verified by the default provider" in proc.stdout, proc.stdout
+    assert ecdsa_signs(cluster) == before + 1
