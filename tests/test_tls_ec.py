@@ -1,6 +1,6 @@
 """ECDSA certificates whose keys are in the HSMs, served by real nginx (2 workers): TLS 1.3
-with a P-256 key (ecdsa_secp256r1_sha256) and a P-384 key (ecdsa_secp384r1_sha384) and
-TLS 1.2 ECDHE-ECDSA, each verified by curl, openssl s_client and Python's ssl; then one
+with a P-256 key (ecdsa_secp256r1_sha256), a P-384 key (ecdsa_secp384r1_sha384) and a
+P-521 key (ecdsa_secp521r1_sha512), and TLS 1.2 ECDHE-ECDSA, each verified by curl, openssl s_client and Python's ssl; then one
 server block with an RSA and an ECDSA certificate (both keys fake PEMs), where a client
 that offers only RSA signature algorithms gets the RSA certificate and one that prefers
 ECDSA gets the ECDSA one. The nodes' counters (RSA and ECDSA signatures apart) show that
@@ -23,7 +23,8 @@ from test_tls_offload import MODES, Nginx, curl, python_get, s_client, tls  # no
 
 HSM = ["-propquery", "provider=cloudhsm"]
 # What TLS 1.3 signs with for each curve (the sigalg names the curve and the digest).
-CURVES = {"P-256": ("ecdsa_secp256r1_sha256", "SHA256"), "P-384": ("ecdsa_secp384r1_sha384", "SHA384")}
+CURVES = {"P-256": ("ecdsa_secp256r1_sha256", "SHA256"), "P-384": ("ecdsa_secp384r1_sha384", "SHA384"),
+          "P-521": ("ecdsa_secp521r1_sha512", "SHA512")}
 EC_MODES = {
     "tls1.3": MODES["tls1.3"],
     "tls1.2-ecdhe-ecdsa": {
@@ -75,10 +76,10 @@ def der_of(cert: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def servers(tls, certificates):
-    """nginx with the P-256 certificate, with the P-384 one, and with RSA and P-256 both."""
+    """nginx with each curve's certificate, and with the RSA and the P-256 ones both."""
     started = {}
     try:
-        for name, pairs in (("P-256", [certificates["P-256"]]), ("P-384", [certificates["P-384"]]),
+        for name, pairs in (*((curve, [certificates[curve]]) for curve in CURVES),
                             ("dual", [certificates["RSA"], certificates["P-256"]])):
             started[name] = Nginx(tls, f"ec-{name}", certificates=pairs, ciphers=EC_CIPHERS).start()
         yield started
@@ -216,3 +217,9 @@ def test_one_server_block_serves_the_certificate_the_client_can_verify(cluster, 
     # Three full handshakes, each signed in the HSMs by the key of the certificate served.
     rsa_after, ecdsa_after = signatures(cluster)
     assert (rsa_after - rsa_before, ecdsa_after - ecdsa_before) == ((3, 0) if kind == "RSA" else (0, 3))
+
+
+def test_nginx_logged_no_error(servers):
+    for name, server in servers.items():
+        log = server.error_log()
+        assert not re.search(r"\[(crit|alert|emerg|error)\]", log), f"nginx {name}:\n{log}"
