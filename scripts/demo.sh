@@ -2,18 +2,21 @@
 # AWS's SSL/TLS offload walkthrough, end to end, against the local cluster that
 # `scripts/cluster.sh start` (make cluster) runs:
 #
-#   scripts/demo.sh        import an existing key with key_mgmt_util; generate another in
-#                          the HSMs with `openssl genrsa`; make a CSR and a self-signed
-#                          certificate; check the key with cloudhsm_check; start nginx
-#                          (2 workers) with the generated key; fetch a page over TLS 1.3
-#                          and TLS 1.2; show how many private-key operations each node
-#                          served. nginx is left running. Safe to run again: it stops the
-#                          nginx of the previous run first and makes fresh keys.
+#   scripts/demo.sh        import an existing key with key_mgmt_util; generate an ECDSA
+#                          P-256 key pair there (genECCKeyPair) and an RSA key with
+#                          `openssl genrsa`, both in the HSMs; make a CSR and self-signed
+#                          certificates; check the keys with cloudhsm_check; start nginx
+#                          (2 workers) with the RSA and the ECDSA certificate in one server
+#                          block; fetch a page over TLS 1.3 and TLS 1.2 with each; show how
+#                          many private-key operations (RSA sign, decrypt, ECDSA sign) each
+#                          node served. nginx is left running. Safe to run again: it stops
+#                          the nginx of the previous run first and makes fresh keys.
 #   scripts/demo.sh stop   stop the nginx the demo left running (the cluster keeps running:
 #                          scripts/cluster.sh stop, or make stop-cluster)
 #
 # Environment:
-#   CLUSTER_DIR  the cluster's state directory (default .cluster)
+#   CLUSTER_DIR  the cluster's state directory (default .cluster; `make demo CLUSTER_DIR=...
+#                CLUSTER_PORTS="p1 p2 p3"` starts and uses a cluster elsewhere)
 #   DEMO_DIR     where the demo's files go (default .demo); nginx's prefix is DEMO_DIR/nginx
 #   DEMO_PORT    nginx's port on 127.0.0.1 (default 8443, or the next free one after it)
 #   NGINX        the nginx executable (default /usr/sbin/nginx, else nginx on PATH)
@@ -140,7 +143,7 @@ CLUSTER_DIR="$CLUSTER_DIR" "$SCRIPT_DIR/cluster.sh" status | sed 's/^/    /' ||
 step "2. Import path. An existing web server key made in software: openssl genrsa -out web_server_existing.key 2048"
 # OPENSSL_CONF=/dev/null: plain OpenSSL, the key is made in software (the env file
 # points OPENSSL_CONF at the cloudhsm provider, which would make it in the HSMs).
-rm -f web_server_existing.key web_server_existing.pub web_server_imported_fake_PEM.key
+rm -f web_server_existing.key web_server_existing.pub web_server_imported_fake_PEM.key web_server_ec_fake_PEM.key
 run plain genrsa -out web_server_existing.key 2048
 plain pkey -in web_server_existing.key -pubout -out web_server_existing.pub
 say "$(plain pkey -in web_server_existing.key -noout -text 2>/dev/null | head -n1)"
@@ -208,7 +211,21 @@ expect 'written to'
 expect 'getCaviumPrivKey returned'
 [[ "$MATCH" == *"0x00"* ]] || die "getCaviumPrivKey failed (above)"
 
-step "7. exit key_mgmt_util (the session wrapping key $wrap_handle goes with it)"
+step "7. ECDSA path: an EC key pair made in the HSMs (curve id 2 = P-256, prime256v1), a token key"
+send "genECCKeyPair -i 2 -l web_server_ec_key"
+expect 'Cfm3GenerateKeyPair: +public key handle: ([0-9]+) +private key handle: ([0-9]+)'
+[[ "$MATCH" =~ private\ key\ handle:\ ([0-9]+) ]]
+ec_handle=${BASH_REMATCH[1]}
+expect 'Node id [0-9]+ and err state'
+say "-> EC private key handle $ec_handle"
+
+step "8. Its fake PEM: a reference to handle $ec_handle whose public key says EC, P-256"
+send "getCaviumPrivKey -k $ec_handle -out web_server_ec_fake_PEM.key"
+expect 'written to'
+expect 'getCaviumPrivKey returned'
+[[ "$MATCH" == *"0x00"* ]] || die "getCaviumPrivKey failed (above)"
+
+step "9. exit key_mgmt_util (the session wrapping key $wrap_handle goes with it)"
 send "exit"
 exec 3>&-
 wait "$KMU_PID" || die "key_mgmt_util exited with status $?"
@@ -216,7 +233,7 @@ tail -n "+$((SHOWN + 1))" kmu.transcript | sed 's/^/    | /'
 rm -f kmu.fifo
 trap - EXIT
 
-step "8. What the imported key's fake PEM holds"
+step "10. What the imported key's fake PEM holds"
 sed 's/^/    /' web_server_imported_fake_PEM.key
 if plain pkey -in web_server_imported_fake_PEM.key -noout 2>/dev/null; then
     die "openssl without the provider loaded the fake PEM as a software key: it must not"
@@ -231,7 +248,7 @@ say "$(openssl pkey -in web_server_imported_fake_PEM.key -text -noout | sed -n '
 
 # ============================================================================ generate
 
-step "9. Generate path. The crypto user's credentials for the provider, then a key made in the HSMs"
+step "11. Generate path. The crypto user's credentials for the provider, then a key made in the HSMs"
 export n3fips_password="$CLOUDHSM_CU_USER:$CLOUDHSM_CU_PASSWORD"
 say "\$ export n3fips_password=$CLOUDHSM_CU_USER:<password>       (as AWS's guide; .cluster/env does it too)"
 say "OPENSSL_CONF=$OPENSSL_CONF loads the cloudhsm provider, which makes RSA keys in the HSMs"
@@ -244,12 +261,12 @@ gen_handle="$(openssl pkey -in web_server_fake_PEM.key -text -noout | sed -n 's/
 say "-> a 2048-bit key pair in the HSMs under handle $gen_handle; the file is only a reference:"
 sed 's/^/    /' web_server_fake_PEM.key
 
-step "10. A certificate signing request, signed by the HSM"
+step "12. A certificate signing request, signed by the HSM"
 run openssl req -new -key web_server_fake_PEM.key -subj "/O=CloudHSM offload demo/CN=localhost" -out web_server.csr
 say "checked by openssl without the provider (default provider only):"
 run plain req -in web_server.csr -verify -noout -subject
 
-step "11. A self-signed certificate for 365 days (SAN localhost, 127.0.0.1), signed by the HSM"
+step "13. A self-signed certificate for 365 days (SAN localhost, 127.0.0.1), signed by the HSM"
 run openssl req -new -x509 -days 365 -key web_server_fake_PEM.key -subj "/O=CloudHSM offload demo/CN=localhost" \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -out web_server.crt
 say "checked by openssl without the provider (default provider only):"
@@ -260,13 +277,31 @@ openssl pkey -in web_server_fake_PEM.key -pubout >web_server_key.pub
 cmp -s web_server_cert.pub web_server_key.pub || die "web_server.crt does not carry web_server_fake_PEM.key's public key"
 say "the certificate carries the HSM key's public key"
 
-step "12. cloudhsm_check: provider loaded, key readable, a test signature made by the cluster"
+step "14. An ECDSA certificate for 365 days (O=CloudHSM offload demo ECDSA P-256), signed by the HSM with EC key $ec_handle"
+rm -f web_server_ec.crt
+run openssl pkey -in web_server_ec_fake_PEM.key -text -noout
+run openssl req -new -x509 -days 365 -key web_server_ec_fake_PEM.key \
+    -subj "/O=CloudHSM offload demo ECDSA P-256/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -out web_server_ec.crt
+say "checked by openssl without the provider (default provider only):"
+run plain verify -CAfile web_server_ec.crt web_server_ec.crt
+run plain x509 -in web_server_ec.crt -noout -subject -ext subjectAltName
+plain x509 -in web_server_ec.crt -pubkey -noout >web_server_ec_cert.pub
+openssl pkey -in web_server_ec_fake_PEM.key -pubout >web_server_ec_key.pub
+cmp -s web_server_ec_cert.pub web_server_ec_key.pub ||
+    die "web_server_ec.crt does not carry web_server_ec_fake_PEM.key's public key"
+say "the certificate carries the HSM EC key's public key"
+# The clients trust both self-signed certificates.
+cat web_server.crt web_server_ec.crt >demo_certs.pem
+
+step "15. cloudhsm_check: provider loaded, key readable, a test signature made by the cluster"
 run cloudhsm_check web_server_fake_PEM.key
 run cloudhsm_check web_server_imported_fake_PEM.key
+run cloudhsm_check web_server_ec_fake_PEM.key
 
 # ============================================================================ nginx
 
-step "13. nginx with the generated key (web_server_fake_PEM.key): 2 workers, prefix $NGINX_PREFIX"
+step "16. nginx with both HSM keys (web_server_fake_PEM.key, web_server_ec_fake_PEM.key): 2 workers, prefix $NGINX_PREFIX"
 if [[ -n "${DEMO_PORT:-}" ]]; then
     port="$DEMO_PORT"
     [[ "$port" =~ ^[0-9]+$ ]] || die "DEMO_PORT=$port is not a port number"
@@ -308,12 +343,17 @@ http {
         listen 127.0.0.1:$port ssl;
         server_name localhost;
 
+        # Two certificates: libssl serves the one whose signature algorithms the client
+        # offers (an ECDSA-capable client gets ECDSA). Both keys are fake PEMs: key handles.
         ssl_certificate     $DEMO_DIR/web_server.crt;
-        ssl_certificate_key $DEMO_DIR/web_server_fake_PEM.key;   # a fake PEM: a key handle
+        ssl_certificate_key $DEMO_DIR/web_server_fake_PEM.key;
+        ssl_certificate     $DEMO_DIR/web_server_ec.crt;
+        ssl_certificate_key $DEMO_DIR/web_server_ec_fake_PEM.key;
 
         ssl_protocols TLSv1.2 TLSv1.3;
-        # ECDHE-RSA: the HSM signs; AES128-GCM-SHA256 (RSA key exchange): the HSM decrypts.
-        ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:AES128-GCM-SHA256;
+        # ECDHE-ECDSA and ECDHE-RSA: the HSM signs; AES128-GCM-SHA256 (RSA key exchange):
+        # the HSM decrypts.
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:AES128-GCM-SHA256;
         # Off so that every connection is a full handshake (one HSM operation each);
         # a real server keeps a cache: resumed handshakes need no HSM operation.
         ssl_session_cache off;
@@ -342,7 +382,7 @@ say "nginx master $master, worker processes: ${workers:-none}; listening on 127.
 
 # ============================================================================ requests
 
-# node_ops: one line per node, "ID TOTAL SIGN DECRYPT", from key_mgmt_util's getHSMInfo
+# node_ops: one line per node, "ID TOTAL SIGN DECRYPT ECDSA", from key_mgmt_util's getHSMInfo
 # (nodes show their counters to logged-in sessions only).
 node_ops() {
     local out
@@ -350,8 +390,9 @@ node_ops() {
         key_mgmt_util 2>&1)" || true
     printf '%s\n' "$out" | awk '
         /^Node id [0-9]+:/ { id = $3; sub(":", "", id) }
-        /Private key operations:/ { t = $4; s = $6; d = $8; gsub(/[^0-9]/, "", s); gsub(/[^0-9]/, "", d);
-                                     print id, t, s, d; n++ }
+        /Private key operations:/ { t = $4; s = $6; d = $8; e = $11
+                                     gsub(/[^0-9]/, "", s); gsub(/[^0-9]/, "", d); gsub(/[^0-9]/, "", e)
+                                     print id, t, s, d, e; n++ }
         END { if (n == 0) exit 1 }' ||
         {
             printf '%s\n' "$out" | sed "s/$CLOUDHSM_CU_PASSWORD/<password>/g; s/^/    | /" >&2
@@ -359,41 +400,70 @@ node_ops() {
         }
 }
 
-step "14. Private-key operations each node has served so far (key_mgmt_util getHSMInfo)"
+step "17. Private-key operations each node has served so far (key_mgmt_util getHSMInfo)"
 before="$(node_ops)"
-awk '{ printf "    node %s: %s (sign %s, decrypt %s)\n", $1, $2, $3, $4 }' <<<"$before"
+awk '{ printf "    node %s: %s (RSA sign %s, decrypt %s, ECDSA sign %s)\n", $1, $2, $3, $4, $5 }' <<<"$before"
 
-# fetch LABEL CURL-ARGS...: GET the page with curl (no provider: OPENSSL_CONF=/dev/null),
-# verifying the certificate against web_server.crt; show the protocol and the body.
+# fetch LABEL KIND CONF CURL-ARGS...: GET the page with curl (no provider; OPENSSL_CONF is
+# CONF, or /dev/null when CONF is empty), verifying the certificate against the two
+# self-signed ones; show the protocol, the certificate served and the body, and check that
+# the certificate is the KIND (RSA or ECDSA) one.
 fetch() {
-    local label=$1 out body tls
-    shift
-    printf '    $ curl --cacert web_server.crt %s https://localhost:%s/\n' "$*" "$port"
-    out="$(OPENSSL_CONF=/dev/null curl -sS -v --cacert web_server.crt "$@" "https://localhost:$port/" 2>&1)" ||
+    local label=$1 kind=$2 conf=$3 out body tls subject
+    shift 3
+    printf '    $ %scurl --cacert demo_certs.pem %s https://localhost:%s/\n' "${conf:+OPENSSL_CONF=$conf }" "$*" "$port"
+    out="$(OPENSSL_CONF="${conf:-/dev/null}" curl -sS -v --cacert demo_certs.pem "$@" "https://localhost:$port/" 2>&1)" ||
         { printf '%s\n' "$out" | sed 's/^/      /' >&2; die "curl ($label) failed (above)"; }
     tls="$(grep -m1 'SSL connection using' <<<"$out" | sed 's/^\* *//')"
+    subject="$(grep -m1 '^\* *subject:' <<<"$out" | sed 's/^\* *subject: *//')"
     body="$(grep -v '^[*<>{}]' <<<"$out" | grep -v '^ *$' | tail -n1)"
-    printf '      %s: %s\n      %s\n' "$label" "$tls" "$body"
+    printf '      %s: %s\n      certificate: %s\n      %s\n' "$label" "$tls" "$subject" "$body"
     [[ "$body" == "hello from nginx"* ]] || die "curl ($label) did not get the page"
+    if [[ "$kind" == ECDSA ]]; then
+        [[ "$subject" == *"ECDSA P-256"* ]] || die "curl ($label) was served the RSA certificate, not the ECDSA one"
+    else
+        [[ "$subject" != *ECDSA* ]] || die "curl ($label) was served the ECDSA certificate, not the RSA one"
+    fi
 }
 
-step "15. Fetch the page over TLS; curl verifies the certificate (--cacert web_server.crt)"
-fetch "TLS 1.3 (RSA-PSS signature by the HSM)" --tlsv1.3
-fetch "TLS 1.2 ECDHE-RSA (signature by the HSM)" --tlsv1.2 --tls-max 1.2 --ciphers ECDHE-RSA-AES128-GCM-SHA256
-fetch "TLS 1.2 RSA key exchange (premaster secret decrypted by the HSM)" --tlsv1.2 --tls-max 1.2 --ciphers AES128-GCM-SHA256
+# A client that offers RSA signature algorithms only (curl has no option for it; OpenSSL
+# reads it from the configuration).
+cat >rsa_only_client.cnf <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+SignatureAlgorithms = rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512
+EOF
 
-step "16. Private-key operations per node, before and after the three requests"
+step "18. Fetch the page over TLS with each certificate; curl verifies it (--cacert demo_certs.pem: both certificates)"
+fetch "TLS 1.3, ECDSA offered first (curl's default): ecdsa_secp256r1_sha256 signature by the HSM" ECDSA "" --tlsv1.3
+say "rsa_only_client.cnf: SignatureAlgorithms = rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512"
+fetch "TLS 1.3, RSA signature algorithms only: RSA-PSS signature by the HSM" RSA rsa_only_client.cnf --tlsv1.3
+fetch "TLS 1.2 ECDHE-ECDSA (ECDSA signature by the HSM)" ECDSA "" \
+    --tlsv1.2 --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-GCM-SHA256
+fetch "TLS 1.2 ECDHE-RSA (RSA signature by the HSM)" RSA "" --tlsv1.2 --tls-max 1.2 --ciphers ECDHE-RSA-AES128-GCM-SHA256
+fetch "TLS 1.2 RSA key exchange (premaster secret decrypted by the HSM)" RSA "" \
+    --tlsv1.2 --tls-max 1.2 --ciphers AES128-GCM-SHA256
+
+step "19. Private-key operations per node, before and after the five requests"
 after="$(node_ops)"
 join <(sort <<<"$before") <(sort <<<"$after") | sort -n | awk '
-    { printf "    node %s: %4d -> %4d   (+%d: sign +%d, decrypt +%d)\n", $1, $2, $5, $5 - $2, $6 - $3, $7 - $4
-      total += $5 - $2 }
-    END { printf "    all nodes: +%d private-key operations for 3 full handshakes\n", total }'
-total="$(join <(sort <<<"$before") <(sort <<<"$after") | awk '{ t += $5 - $2 } END { print t + 0 }')"
-((total >= 3)) || die "the nodes served $total private-key operations for 3 handshakes: expected at least 3"
+    { printf "    node %s: %4d -> %4d   (+%d: RSA sign +%d, decrypt +%d, ECDSA sign +%d)\n",
+             $1, $2, $6, $6 - $2, $7 - $3, $8 - $4, $9 - $5
+      total += $6 - $2; rsa += $7 - $3; dec += $8 - $4; ec += $9 - $5 }
+    END { printf "    all nodes: +%d private-key operations for 5 full handshakes (RSA sign +%d, decrypt +%d, ECDSA sign +%d)\n",
+                 total, rsa, dec, ec }'
+read -r total rsa dec ec < <(join <(sort <<<"$before") <(sort <<<"$after") |
+    awk '{ t += $6 - $2; r += $7 - $3; d += $8 - $4; e += $9 - $5 } END { print t + 0, r + 0, d + 0, e + 0 }')
+((total >= 5 && rsa >= 2 && dec >= 1 && ec >= 2)) ||
+    die "the nodes served RSA sign +$rsa, decrypt +$dec, ECDSA sign +$ec for 5 handshakes: expected at least +2, +1, +2"
 
-step "Done. nginx is still running (master pid $master) with the HSM-held key:"
+step "Done. nginx is still running (master pid $master) with the HSM-held keys:"
 cat <<EOF
-    reach it:     curl --cacert $DEMO_DIR/web_server.crt https://localhost:$port/
+    reach it:     curl --cacert $DEMO_DIR/demo_certs.pem https://localhost:$port/
     stop it:      $0 stop      (make stop-demo stops it and the cluster)
                   by hand: . $CLUSTER_DIR/env && $NGINX -c $NGINX_CONF -p $NGINX_PREFIX/ -e $NGINX_LOG -s quit
     its logs:     $NGINX_PREFIX/logs/

@@ -155,6 +155,12 @@ class NodeInfo:
         return int(m.group(1))
 
     @property
+    def ecdsa_signs(self) -> int:
+        m = re.search(r"ECDSA sign (\d+)", self.fields.get("Private key operations", ""))
+        assert m, f"no ECDSA sign count in {self.fields}"
+        return int(m.group(1))
+
+    @property
     def decrypts(self) -> int:
         m = re.search(r"decrypt (\d+)", self.fields.get("Private key operations", ""))
         assert m, f"no decrypt count in {self.fields}"

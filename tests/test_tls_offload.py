@@ -55,7 +55,12 @@ def tls(cluster, provider_module):  # noqa: F811
 
 
 class Nginx:
-    def __init__(self, tls: OpenSSL, name: str, key: str, session_cache: bool = False, env: dict | None = None):
+    """nginx (2 workers) serving one certificate with `key`, or every (certificate, key)
+    pair in `certificates` from one server block."""
+
+    def __init__(self, tls: OpenSSL, name: str, key: str | None = None, session_cache: bool = False,
+                 env: dict | None = None, certificates: list[tuple[str, str]] | None = None,
+                 ciphers: str = "ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256"):
         self.tls = tls
         self.dir = tls.dir / f"nginx-{name}"
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -63,6 +68,8 @@ class Nginx:
         self.env = env or tls.env
         cache = "ssl_session_cache shared:SSL:1m; ssl_session_tickets on;" if session_cache else \
             "ssl_session_cache off; ssl_session_tickets off;"
+        pairs = certificates or [(tls.path("server.crt"), key)]
+        certs = "\n        ".join(f"ssl_certificate {cert}; ssl_certificate_key {k};" for cert, k in pairs)
         self.conf = self.dir / "nginx.conf"
         self.conf.write_text(f"""
 worker_processes 2;
@@ -82,10 +89,9 @@ http {{
     scgi_temp_path {self.dir}/tmp;
     server {{
         listen 127.0.0.1:{self.port} ssl;
-        ssl_certificate {tls.path('server.crt')};
-        ssl_certificate_key {key};
+        {certs}
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256;
+        ssl_ciphers {ciphers};
         {cache}
         location / {{ return 200 "hello from nginx\\n"; }}
     }}
@@ -138,25 +144,26 @@ def nginx(tls):
     server.stop()
 
 
-def curl(tls: OpenSSL, port: int, mode: str) -> str:
-    proc = subprocess.run(["curl", "-sS", "--cacert", tls.path("ca.crt"), *MODES[mode]["curl"],
-                           f"https://localhost:{port}/"], capture_output=True, text=True, timeout=30)
+def curl(tls: OpenSSL, port: int, mode: str, extra=(), modes: dict = MODES, env: dict | None = None) -> str:
+    proc = subprocess.run(["curl", "-sS", "--cacert", tls.path("ca.crt"), *modes[mode]["curl"], *extra,
+                           f"https://localhost:{port}/"], capture_output=True, text=True, timeout=30, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
-def s_client(tls: OpenSSL, port: int, mode: str, extra=()) -> str:
+def s_client(tls: OpenSSL, port: int, mode: str, extra=(), modes: dict = MODES) -> str:
     proc = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
                            "-CAfile", tls.path("ca.crt"), "-verify_return_error", "-verify_hostname", "localhost", "-ign_eof",
-                           *MODES[mode]["s_client"], *extra],
+                           *modes[mode]["s_client"], *extra],
                           input="GET / HTTP/1.0\r\nHost: localhost\r\n\r\n", capture_output=True, text=True,
                           timeout=30, env={**os.environ, "OPENSSL_CONF": "/dev/null"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
-def python_get(tls: OpenSSL, port: int, mode: str) -> tuple[str, str, str]:
-    version, ciphers = MODES[mode]["python"]
+def python_get(tls: OpenSSL, port: int, mode: str, modes: dict = MODES) -> tuple[str, str, str, bytes]:
+    """The page, the protocol version, the cipher and the server's certificate (DER)."""
+    version, ciphers = modes[mode]["python"]
     context = ssl.create_default_context(cafile=tls.path("ca.crt"))
     context.minimum_version = version
     context.maximum_version = version
@@ -168,7 +175,7 @@ def python_get(tls: OpenSSL, port: int, mode: str) -> tuple[str, str, str]:
             data = b""
             while chunk := s.recv(4096):
                 data += chunk
-            return data.decode(errors="replace"), s.version(), s.cipher()[0]
+            return data.decode(errors="replace"), s.version(), s.cipher()[0], s.getpeercert(binary_form=True)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -181,7 +188,7 @@ def test_nginx_serves_every_client_in_every_mode(cluster, tls, nginx, mode):
         assert "TLSv1.3" in out and "Peer signature type: RSA-PSS" in out, out
     else:
         assert re.search(r"Protocol *: TLSv1.2", out) and MODES[mode]["s_client"][-1] in out, out
-    body, version, cipher = python_get(tls, nginx.port, mode)
+    body, version, cipher, _ = python_get(tls, nginx.port, mode)
     assert "hello from nginx" in body
     assert version == ("TLSv1.3" if mode == "tls1.3" else "TLSv1.2")
     if mode != "tls1.3":
@@ -246,7 +253,7 @@ def test_c_example_server_and_s_server(cluster, tls, tmp_path):
             wait_until(lambda: _connectable(port), 20, f"{argv[0]} to listen")
             for mode in MODES:
                 before = private_operations(cluster)
-                body, version, _ = python_get(tls, port, mode)
+                body, version, _, _ = python_get(tls, port, mode)
                 assert "200" in body.splitlines()[0], body
                 out = s_client(tls, port, mode)
                 assert "Verify return code: 0 (ok)" in out
@@ -273,7 +280,7 @@ def test_handshakes_continue_while_a_node_is_killed(cluster, tls, nginx):
         for i in range(count):
             mode = list(MODES)[i % 3]
             try:
-                body, _, _ = python_get(tls, nginx.port, mode)
+                body, _, _, _ = python_get(tls, nginx.port, mode)
                 outcome = "ok" if "hello from nginx" in body else f"bad body {body!r}"
             except Exception as error:  # noqa: BLE001 - every failure counts
                 outcome = f"{mode}: {error}"

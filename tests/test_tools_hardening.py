@@ -106,6 +106,13 @@ def test_demo_prints_no_password(cluster, tmp_path):
     assert proc.returncode == 0, out
     assert "loginHSM -u CU -s crypto_user -p ********" in out, out
     assert cluster.cu_password not in out and cluster.co_password not in out, out
+    # Both certificates served from one server block, each handshake signed in the HSMs by
+    # its own kind (the demo itself checks which certificate each curl got).
+    assert "EC 256 bit key (prime256v1) held by the HSM cluster" in out, out
+    assert out.count("certificate: O=CloudHSM offload demo ECDSA P-256; CN=localhost") == 2, out
+    assert out.count("certificate: O=CloudHSM offload demo; CN=localhost") == 3, out
+    assert re.search(r"all nodes: \+5 private-key operations for 5 full handshakes "
+                     r"\(RSA sign \+2, decrypt \+1, ECDSA sign \+2\)", out), out
 
 
 # ------------------------------------------------------------------ exit status

@@ -10,19 +10,30 @@ import OpenSSLKit
 enum Algorithms {
     /// Every key type the provider holds. The decoders pick one by the algorithm of the
     /// public key in a key reference.
-    static let keyTypes: [any ProviderKeyType.Type] = [RSAKeyType.self]
+    static let keyTypes: [any ProviderKeyType.Type] = [RSAKeyType.self, ECKeyType.self]
 
     static let keyManagement = algorithmTable(
         keyTypes.map {
             AlgorithmEntry(
-                names: $0.algorithmNames, properties: "provider=cloudhsm", implementation: $0.keyManagement,
+                names: $0.algorithmNames, properties: $0.keyManagementProperties, implementation: $0.keyManagement,
                 description: $0.keyManagementDescription)
         })
 
     static let signature = algorithmTable([
         AlgorithmEntry(
             names: RSAKeyType.algorithmNames, properties: "provider=cloudhsm", implementation: RSASignature.dispatch,
-            description: "CloudHSM RSA signatures (PKCS#1 v1.5 and PSS)")
+            description: "CloudHSM RSA signatures (PKCS#1 v1.5 and PSS)"),
+        AlgorithmEntry(
+            names: "ECDSA", properties: "provider=cloudhsm", implementation: ECDSASignature.dispatch,
+            description: "CloudHSM ECDSA signatures (P-256, P-384, P-521)"),
+    ])
+
+    /// Only to refuse ECDH with an HSM key by name; marked like the EC keymgmt, so that
+    /// software EC keys (TLS key shares) keep the default provider's ECDH.
+    static let keyExchange = algorithmTable([
+        AlgorithmEntry(
+            names: "ECDH", properties: ECKeyType.keyManagementProperties, implementation: ECDHKeyExchange.dispatch,
+            description: "CloudHSM ECDH (refuses HSM keys by name)")
     ])
 
     static let asymmetricCipher = algorithmTable([
@@ -72,6 +83,7 @@ enum Algorithms {
         case OSSL_OP_KEYMGMT: return keyManagement
         case OSSL_OP_SIGNATURE: return signature
         case OSSL_OP_ASYM_CIPHER: return asymmetricCipher
+        case OSSL_OP_KEYEXCH: return keyExchange
         case OSSL_OP_ENCODER: return encoder
         case OSSL_OP_DECODER: return decoder
         case OSSL_OP_STORE: return store

@@ -189,17 +189,35 @@ public final class EVPKey: @unchecked Sendable {
     /// A public key of type `algorithm` from its parameters (EVP_PKEY_fromdata).
     ///
     /// - Parameter algorithm: static, because the key operation keeps the name's pointer.
-    public init(algorithm: StaticString, publicParameters: ParamList, context: CryptoContext) throws {
+    public convenience init(algorithm: StaticString, publicParameters: ParamList, context: CryptoContext) throws {
+        try self.init(
+            algorithm: algorithm, parameters: publicParameters, selection: cshim_EVP_PKEY_PUBLIC_KEY(),
+            what: "public key", context: context)
+    }
+
+    /// A key that holds only domain parameters (an EC group), from its parameters: what a
+    /// parameter generation or a parameter import makes. It answers sizes and the group's
+    /// parameters, and has no public key.
+    public convenience init(algorithm: StaticString, domainParameters: ParamList, context: CryptoContext) throws {
+        try self.init(
+            algorithm: algorithm, parameters: domainParameters,
+            selection: Int32(OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS | OSSL_KEYMGMT_SELECT_OTHER_PARAMETERS),
+            what: "set of domain parameters", context: context)
+    }
+
+    private init(
+        algorithm: StaticString, parameters: ParamList, selection: Int32, what: String, context: CryptoContext
+    ) throws {
         let operation = try checkedPointer("creating a \(algorithm) key operation") {
             EVP_PKEY_CTX_new_from_name(context.pointer, staticCString(algorithm), nil)
         }
         defer { EVP_PKEY_CTX_free(operation) }
         var key: OpaquePointer? = nil
         try checkedCall("starting a \(algorithm) key import") { EVP_PKEY_fromdata_init(operation) }
-        try checkedCall("importing a \(algorithm) public key") {
-            publicParameters.withUnsafePointer { EVP_PKEY_fromdata(operation, &key, cshim_EVP_PKEY_PUBLIC_KEY(), $0) }
+        try checkedCall("importing a \(algorithm) \(what)") {
+            parameters.withUnsafePointer { EVP_PKEY_fromdata(operation, &key, selection, $0) }
         }
-        guard let key else { throw OpenSSLError(operation: "importing a \(algorithm) public key", reasons: []) }
+        guard let key else { throw OpenSSLError(operation: "importing a \(algorithm) \(what)", reasons: []) }
         pointer = key
     }
 
@@ -229,6 +247,35 @@ public final class EVPKey: @unchecked Sendable {
         let result = EVP_PKEY_public_check(operation)
         if result == 1 { ERR_pop_to_mark() } else { ERR_clear_last_mark() }
         return result == 1
+    }
+
+    /// Answers `params` as the key's own provider does (EVP_PKEY_get_params): every
+    /// parameter it knows is filled in, the others are left alone.
+    public func getParameters(_ params: UnsafeMutablePointer<OSSL_PARAM>) throws {
+        try checkedCall("reading key parameters") { EVP_PKEY_get_params(pointer, params) }
+    }
+
+    /// A UTF-8 string parameter ("group", "point-format").
+    public func string(_ name: StaticString) throws -> String {
+        var buffer = [CChar](repeating: 0, count: 128)
+        var length = 0
+        try checkedCall("reading key parameter \(name)") {
+            EVP_PKEY_get_utf8_string_param(pointer, staticCString(name), &buffer, buffer.count, &length)
+        }
+        return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// An octet string parameter ("pub", "encoded-pub-key"), measured then read.
+    public func octets(_ name: StaticString) throws -> [UInt8] {
+        var length = 0
+        try checkedCall("measuring key parameter \(name)") {
+            EVP_PKEY_get_octet_string_param(pointer, staticCString(name), nil, 0, &length)
+        }
+        var out = [UInt8](repeating: 0, count: length)
+        try checkedCall("reading key parameter \(name)") {
+            EVP_PKEY_get_octet_string_param(pointer, staticCString(name), &out, out.count, &length)
+        }
+        return Array(out.prefix(length))
     }
 
     /// A big-number parameter ("n", "e") as unsigned big-endian bytes.

@@ -243,7 +243,17 @@ guard providerName == "cloudhsm" else {
     print("FAIL  \(keyPath) is a software key held by the \(providerName) provider, not an HSM key")
     exit(1)
 }
-ok("\(keyPath): RSA \(EVP_PKEY_get_bits(key)) bit key held by the HSM cluster")
+// What the key is, as the provider describes it: RSA, or EC on a named curve.
+let isEC = EVP_PKEY_is_a(key, "EC") == 1
+var keyKind = "RSA \(EVP_PKEY_get_bits(key)) bit key"
+if isEC {
+    var group = [CChar](repeating: 0, count: 80)
+    let curve =
+        EVP_PKEY_get_utf8_string_param(key, "group", &group, group.count, nil) == 1
+        ? String(cString: group) : "unknown curve"
+    keyKind = "EC \(EVP_PKEY_get_bits(key)) bit key (\(curve))"
+}
+ok("\(keyPath): \(keyKind) held by the HSM cluster")
 
 let message = Array("cloudhsm_check test message".utf8)
 guard let signing = EVP_MD_CTX_new() else { fail("allocating", "") }
@@ -258,7 +268,7 @@ else {
     )
 }
 EVP_MD_CTX_free(signing)
-ok("signed a test message on the HSM cluster (RSA PKCS#1 v1.5, SHA-256)")
+ok("signed a test message on the HSM cluster (\(isEC ? "ECDSA" : "RSA PKCS#1 v1.5"), SHA-256)")
 
 // Verify with a copy of the public key in a library context that has only the default
 // provider, so the check cannot pass through the provider under test.

@@ -62,37 +62,48 @@ final class DispatchTableTests: XCTestCase {
         XCTAssertNil(SignatureSlot.newContext.function(in: nil))
     }
 
-    func testSignatureTableFillsEverySlotOnce() {
-        let slots = ids(RSASignature.dispatch)
-        XCTAssertEqual(Set(slots).count, slots.count, "a slot is filled twice")
-        for needed in [
-            OSSL_FUNC_SIGNATURE_NEWCTX, OSSL_FUNC_SIGNATURE_FREECTX, OSSL_FUNC_SIGNATURE_DUPCTX,
-            OSSL_FUNC_SIGNATURE_SIGN_INIT, OSSL_FUNC_SIGNATURE_SIGN, OSSL_FUNC_SIGNATURE_VERIFY_INIT,
-            OSSL_FUNC_SIGNATURE_VERIFY, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER_INIT, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER,
-            OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE,
-            OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, OSSL_FUNC_SIGNATURE_DIGEST_SIGN,
-            OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE,
-            OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS,
-            OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS,
-            OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, OSSL_FUNC_SIGNATURE_GET_CTX_MD_PARAMS,
-            OSSL_FUNC_SIGNATURE_SET_CTX_MD_PARAMS,
-        ] {
-            XCTAssertTrue(slots.contains(needed), "signature slot \(needed) is empty")
+    func testSignatureTablesFillEverySlotOnce() {
+        for slots in [ids(RSASignature.dispatch), ids(ECDSASignature.dispatch)] {
+            XCTAssertEqual(Set(slots).count, slots.count, "a slot is filled twice")
+            for needed in [
+                OSSL_FUNC_SIGNATURE_NEWCTX, OSSL_FUNC_SIGNATURE_FREECTX, OSSL_FUNC_SIGNATURE_DUPCTX,
+                OSSL_FUNC_SIGNATURE_SIGN_INIT, OSSL_FUNC_SIGNATURE_SIGN, OSSL_FUNC_SIGNATURE_VERIFY_INIT,
+                OSSL_FUNC_SIGNATURE_VERIFY, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER_INIT, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER,
+                OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE,
+                OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, OSSL_FUNC_SIGNATURE_DIGEST_SIGN,
+                OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE,
+                OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS,
+                OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS,
+                OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, OSSL_FUNC_SIGNATURE_GET_CTX_MD_PARAMS,
+                OSSL_FUNC_SIGNATURE_SET_CTX_MD_PARAMS,
+            ] {
+                XCTAssertTrue(slots.contains(needed), "signature slot \(needed) is empty")
+            }
         }
     }
 
     func testKeyManagementAndCipherTablesFillEverySlotOnce() {
+        let sharedKeyManagement = [
+            OSSL_FUNC_KEYMGMT_NEW, OSSL_FUNC_KEYMGMT_FREE, OSSL_FUNC_KEYMGMT_LOAD, OSSL_FUNC_KEYMGMT_HAS,
+            OSSL_FUNC_KEYMGMT_MATCH, OSSL_FUNC_KEYMGMT_IMPORT, OSSL_FUNC_KEYMGMT_IMPORT_TYPES,
+            OSSL_FUNC_KEYMGMT_EXPORT, OSSL_FUNC_KEYMGMT_EXPORT_TYPES, OSSL_FUNC_KEYMGMT_GET_PARAMS,
+            OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME,
+            OSSL_FUNC_KEYMGMT_DUP, OSSL_FUNC_KEYMGMT_VALIDATE, OSSL_FUNC_KEYMGMT_GEN_INIT,
+            OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS,
+            OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, OSSL_FUNC_KEYMGMT_GEN, OSSL_FUNC_KEYMGMT_GEN_CLEANUP,
+        ]
         for (table, needed) in [
+            (RSAKeyType.keyManagement, sharedKeyManagement),
+            // EC keys take domain parameters (the group) on their own, as the default provider's do.
             (
-                RSAKeyType.keyManagement,
+                ECKeyType.keyManagement,
+                sharedKeyManagement + [OSSL_FUNC_KEYMGMT_SET_PARAMS, OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS]
+            ),
+            (
+                ECDHKeyExchange.dispatch,
                 [
-                    OSSL_FUNC_KEYMGMT_NEW, OSSL_FUNC_KEYMGMT_FREE, OSSL_FUNC_KEYMGMT_LOAD, OSSL_FUNC_KEYMGMT_HAS,
-                    OSSL_FUNC_KEYMGMT_MATCH, OSSL_FUNC_KEYMGMT_IMPORT, OSSL_FUNC_KEYMGMT_IMPORT_TYPES,
-                    OSSL_FUNC_KEYMGMT_EXPORT, OSSL_FUNC_KEYMGMT_EXPORT_TYPES, OSSL_FUNC_KEYMGMT_GET_PARAMS,
-                    OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME,
-                    OSSL_FUNC_KEYMGMT_DUP, OSSL_FUNC_KEYMGMT_VALIDATE, OSSL_FUNC_KEYMGMT_GEN_INIT,
-                    OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS,
-                    OSSL_FUNC_KEYMGMT_GEN, OSSL_FUNC_KEYMGMT_GEN_CLEANUP,
+                    OSSL_FUNC_KEYEXCH_NEWCTX, OSSL_FUNC_KEYEXCH_FREECTX, OSSL_FUNC_KEYEXCH_INIT,
+                    OSSL_FUNC_KEYEXCH_SET_PEER, OSSL_FUNC_KEYEXCH_DERIVE,
                 ]
             ),
             (
@@ -138,11 +149,14 @@ final class DispatchTableTests: XCTestCase {
     }
 
     func testAlgorithmTablesListEveryKeyType() {
-        for operation in [OSSL_OP_KEYMGMT, OSSL_OP_SIGNATURE, OSSL_OP_ASYM_CIPHER, OSSL_OP_ENCODER, OSSL_OP_DECODER] {
+        // Key exchange is listed so that ECDH on an HSM key is refused by name (ECDHKeyExchange).
+        for operation in [
+            OSSL_OP_KEYMGMT, OSSL_OP_SIGNATURE, OSSL_OP_ASYM_CIPHER, OSSL_OP_KEYEXCH, OSSL_OP_ENCODER, OSSL_OP_DECODER,
+        ] {
             guard let table = Algorithms.table(for: operation) else { return XCTFail("no table for \(operation)") }
             XCTAssertNotNil(table.pointee.algorithm_names)
             XCTAssertNotNil(table.pointee.implementation)
         }
-        XCTAssertNil(Algorithms.table(for: OSSL_OP_KEYEXCH), "key exchange is not offered")
+        XCTAssertNil(Algorithms.table(for: OSSL_OP_KDF), "nothing else is offered")
     }
 }

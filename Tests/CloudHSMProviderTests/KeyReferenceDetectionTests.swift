@@ -50,9 +50,13 @@ final class KeyReferenceDetectionTests: XCTestCase {
         XCTAssertFalse(RSAKeyType.matches(other, referenced, selection: Selection.publicKey))
     }
 
+    func testAnECReferenceIsAnECKey() throws {
+        XCTAssertTrue(try KeyReferenceDecoder.keyType(of: Support.reference(Support.ecPublicKeyInfo)) == ECKeyType.self)
+    }
+
     func testKeyTypesTheProviderDoesNotHoldAreRefusedByName() {
-        assertRefused(.unsupported, "EC keys are not supported by this provider yet (it holds RSA keys)") {
-            try KeyReferenceDecoder.keyType(of: Support.reference(Support.ecPublicKeyInfo))
+        assertRefused(.unsupported, "ED25519 keys are not supported by this provider yet (it holds RSA, EC keys)") {
+            try KeyReferenceDecoder.keyType(of: Support.reference(Support.ed25519PublicKeyInfo))
         }
         assertRefused(.unsupported, "ED25519 keys are not supported by this provider yet") {
             try ProviderKey(reference: Support.reference(Support.ed25519PublicKeyInfo))

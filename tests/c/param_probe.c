@@ -3,7 +3,8 @@
  * provider and one with a fake PEM and the cloudhsm provider can be compared line by line.
  * The provider is loaded through OPENSSL_CONF.
  *
- * usage: param_probe key KEY NAME...            key parameters (EVP_PKEY_get_params)
+ * usage: param_probe key KEY NAME...            key parameters (EVP_PKEY_get_params), each read as
+ *                                              an int, a string, bytes or a number by its name
  *        param_probe sign KEY DIGEST|- OPT...    digest-sign init, options, then get params
  *        param_probe decrypt KEY OPT...          decrypt init, options, then get params
  * KEY is a private key file (a fake PEM with the provider) or, for `key`, a public key.
@@ -71,18 +72,39 @@ static void print_operation_param(EVP_PKEY_CTX *ctx, const char *name, int type)
     printf("\n");
 }
 
+static int is_one_of(const char *name, const char *const *names) {
+    for (; *names != NULL; names++)
+        if (strcmp(name, *names) == 0) return 1;
+    return 0;
+}
+
 static int key_params(EVP_PKEY *key, int argc, char **argv) {
+    static const char *const ints[] = {"bits", "security-bits", "max-size", "decoded-from-explicit",
+                                       "use-cofactor-flag", "include-public", NULL};
+    static const char *const strings[] = {"default-digest", "mandatory-digest", "group", "encoding", "point-format",
+                                          "field-type", NULL};
+    static const char *const octets[] = {"encoded-pub-key", "pub", "generator", "seed", NULL};
     for (int i = 0; i < argc; i++) {
         const char *name = argv[i];
         BIGNUM *bn = NULL;
         int number = 0;
         char text[256];
-        if (strcmp(name, "bits") == 0 || strcmp(name, "security-bits") == 0 || strcmp(name, "max-size") == 0) {
+        unsigned char bytes[512];
+        size_t length = 0;
+        if (is_one_of(name, ints)) {
             if (EVP_PKEY_get_int_param(key, name, &number)) printf("%s: %d\n", name, number);
             else failed(name);
-        } else if (strcmp(name, "default-digest") == 0 || strcmp(name, "mandatory-digest") == 0) {
+        } else if (is_one_of(name, strings)) {
             if (EVP_PKEY_get_utf8_string_param(key, name, text, sizeof(text), NULL)) printf("%s: %s\n", name, text);
             else failed(name);
+        } else if (is_one_of(name, octets)) {
+            if (EVP_PKEY_get_octet_string_param(key, name, bytes, sizeof(bytes), &length)) {
+                printf("%s: ", name);
+                hex(bytes, length);
+                printf("\n");
+            } else {
+                failed(name);
+            }
         } else if (EVP_PKEY_get_bn_param(key, name, &bn)) {
             char *dec = BN_bn2hex(bn);
             printf("%s: %s\n", name, dec);
@@ -108,6 +130,7 @@ static int sign_params(EVP_PKEY *key, const char *digest, int argc, char **argv)
     print_operation_param(ctx, OSSL_SIGNATURE_PARAM_MGF1_DIGEST, OSSL_PARAM_UTF8_STRING);
     print_operation_param(ctx, OSSL_SIGNATURE_PARAM_PSS_SALTLEN, OSSL_PARAM_UTF8_STRING);
     print_operation_param(ctx, OSSL_SIGNATURE_PARAM_ALGORITHM_ID, OSSL_PARAM_OCTET_STRING);
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_DIGEST_SIZE, OSSL_PARAM_UNSIGNED_INTEGER);
     EVP_MD_CTX_free(md);
     return 0;
 }

@@ -179,10 +179,12 @@ enum ParamValue: Equatable, CustomStringConvertible {
     case int(StaticString, Int)
     case string(StaticString, String)
     case bigNumber(StaticString, [UInt8])
+    /// Bytes: an EC public point ("pub", "encoded-pub-key").
+    case octets(StaticString, [UInt8])
 
     var key: StaticString {
         switch self {
-        case .int(let key, _), .string(let key, _), .bigNumber(let key, _): return key
+        case .int(let key, _), .string(let key, _), .bigNumber(let key, _), .octets(let key, _): return key
         }
     }
 
@@ -190,7 +192,8 @@ enum ParamValue: Equatable, CustomStringConvertible {
         switch (a, b) {
         case (.int(let k1, let v1), .int(let k2, let v2)): return k1.description == k2.description && v1 == v2
         case (.string(let k1, let v1), .string(let k2, let v2)): return k1.description == k2.description && v1 == v2
-        case (.bigNumber(let k1, let v1), .bigNumber(let k2, let v2)):
+        case (.bigNumber(let k1, let v1), .bigNumber(let k2, let v2)),
+            (.octets(let k1, let v1), .octets(let k2, let v2)):
             return k1.description == k2.description && v1 == v2
         default: return false
         }
@@ -200,7 +203,7 @@ enum ParamValue: Equatable, CustomStringConvertible {
         switch self {
         case .int(let key, let value): return "\(key)=\(value)"
         case .string(let key, let value): return "\(key)=\(value)"
-        case .bigNumber(let key, let value): return "\(key)=<\(value.count) bytes>"
+        case .bigNumber(let key, let value), .octets(let key, let value): return "\(key)=<\(value.count) bytes>"
         }
     }
 }
@@ -218,6 +221,7 @@ func parameterList(_ values: [ParamValue]) throws -> ParamList {
                 try builder.push(key, int: narrow)
             case .string(let key, let text): try builder.push(key, string: text)
             case .bigNumber(let key, let bytes): try builder.push(key, bigEndian: bytes)
+            case .octets(let key, let bytes): try builder.push(key, octets: bytes)
             }
         }
         return try builder.build()

@@ -46,6 +46,17 @@ enum KeyManagementSlot {
         OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, OSSL_FUNC_keymgmt_gen_settable_params)
     static let generate = Slot(OSSL_FUNC_KEYMGMT_GEN, OSSL_FUNC_keymgmt_gen)
     static let generationCleanup = Slot(OSSL_FUNC_KEYMGMT_GEN_CLEANUP, OSSL_FUNC_keymgmt_gen_cleanup)
+    static let generationSetTemplate = Slot(OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, OSSL_FUNC_keymgmt_gen_set_template)
+    static let setParams = Slot(OSSL_FUNC_KEYMGMT_SET_PARAMS, OSSL_FUNC_keymgmt_set_params)
+    static let settableParams = Slot(OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, OSSL_FUNC_keymgmt_settable_params)
+}
+
+enum KeyExchangeSlot {
+    static let newContext = Slot(OSSL_FUNC_KEYEXCH_NEWCTX, OSSL_FUNC_keyexch_newctx)
+    static let freeContext = Slot(OSSL_FUNC_KEYEXCH_FREECTX, OSSL_FUNC_keyexch_freectx)
+    static let initialize = Slot(OSSL_FUNC_KEYEXCH_INIT, OSSL_FUNC_keyexch_init)
+    static let setPeer = Slot(OSSL_FUNC_KEYEXCH_SET_PEER, OSSL_FUNC_keyexch_set_peer)
+    static let derive = Slot(OSSL_FUNC_KEYEXCH_DERIVE, OSSL_FUNC_keyexch_derive)
 }
 
 enum SignatureSlot {

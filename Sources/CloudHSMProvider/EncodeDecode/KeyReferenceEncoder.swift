@@ -10,14 +10,14 @@ enum KeyReferenceEncoder {
     static func describe(_ key: ProviderKey) -> String {
         var text: String
         if let reference = key.reference {
-            text = "CloudHSM \(key.type.displayName) private key reference: (\(key.bits) bit)\n"
+            text = "CloudHSM \(key.type.displayName) private key reference: (\(key.type.sizeDescription(key)))\n"
             // Both come from the key file: no control character reaches the terminal.
             text += "cluster: \(reference.clusterID.escapingControlCharacters)\n"
             text += "handle: \(reference.handle)\n"
             if let label = reference.label { text += "label: \(label.escapingControlCharacters)\n" }
             text += "(the private key stays in the HSM cluster)\n"
         } else {
-            text = "\(key.type.displayName) Public-Key: (\(key.bits) bit)\n"
+            text = "\(key.type.displayName) Public-Key: (\(key.type.sizeDescription(key)))\n"
         }
         return text + key.type.describePublicKey(key)
     }

@@ -9,13 +9,16 @@ import COpenSSL
 import CloudHSMCore
 import OpenSSLKit
 
-/// One key generation between gen_init and gen.
+/// One key or parameter generation between gen_init and gen.
 final class KeyGenerationContext {
     let type: any ProviderKeyType.Type
     let generation: any KeyGeneration
+    /// True for a parameter generation (`genpkey -genparam`): gen answers domain parameters only.
+    let parametersOnly: Bool
 
-    init(_ type: any ProviderKeyType.Type) {
+    init(_ type: any ProviderKeyType.Type, parametersOnly: Bool) {
         self.type = type
+        self.parametersOnly = parametersOnly
         generation = type.makeGeneration()
     }
 }
@@ -31,12 +34,14 @@ enum KeyManagement {
         _ type: any ProviderKeyType.Type, selection: Int32, params: UnsafePointer<OSSL_PARAM>?
     ) -> UnsafeMutableRawPointer? {
         reportingResult("starting \(type.displayName) key generation") {
-            guard selection & Selection.keyPair != 0 else {
+            let parametersOnly = selection & Selection.keyPair == 0
+            if parametersOnly, !(type.hasDomainParameters && selection & Selection.domainParameters != 0) {
                 throw ProviderError(
                     .unsupported,
-                    "key generation makes key pairs; selection 0x\(String(selection, radix: 16)) asks for none")
+                    "\(type.displayName) key generation makes key pairs; selection 0x\(String(selection, radix: 16)) "
+                        + "asks for none")
             }
-            let context = KeyGenerationContext(type)
+            let context = KeyGenerationContext(type, parametersOnly: parametersOnly)
             try context.generation.apply(ParamReader(params))
             return retainedPointer(context)
         }
@@ -55,6 +60,7 @@ enum KeyManagement {
         table.add(KeyManagementSlot.duplicate, keymgmtDuplicate)
         table.add(KeyManagementSlot.validate, keymgmtValidate)
         table.add(KeyManagementSlot.generationSetParams, keymgmtGenerationSetParams)
+        table.add(KeyManagementSlot.generationSetTemplate, keymgmtGenerationSetTemplate)
         table.add(KeyManagementSlot.generate, keymgmtGenerate)
         table.add(KeyManagementSlot.generationCleanup, keymgmtGenerationCleanup)
         return table
@@ -81,21 +87,37 @@ private func keymgmtLoad(_ reference: UnsafeRawPointer?, _ size: Int) -> UnsafeM
     }
 }
 
-/// An answer, not an operation: 0 means "not there", with nothing raised.
+/// An answer, not an operation: 0 means "not there", with nothing raised. A deferred key
+/// pair counts as there: it is made when it is used.
 private func keymgmtHas(_ keydata: UnsafeRawPointer?, _ selection: Int32) -> Int32 {
-    let key = object(keydata, as: KeyHolder.self)?.key
-    trace("keymgmt has selection=0x\(String(selection, radix: 16)) hsm=\(key?.isHSMKey ?? false)")
-    if selection & Selection.privateKey != 0, key?.isHSMKey != true { return 0 }
-    if selection & Selection.publicKey != 0, key == nil { return 0 }
+    guard let holder = object(keydata, as: KeyHolder.self) else { return 0 }
+    trace("keymgmt has selection=0x\(String(selection, radix: 16)) hsm=\(holder.hasKeyPair)")
+    if selection & Selection.privateKey != 0, !holder.hasKeyPair { return 0 }
+    if selection & Selection.publicKey != 0, holder.key == nil, holder.deferred == nil { return 0 }
     // Parameters: RSA has none, and answering 0 would fail SSL_CTX_use_cert_and_key.
+    if selection & Selection.domainParameters != 0, holder.type.hasDomainParameters,
+        holder.domainParameterValues.isEmpty
+    {
+        return 0
+    }
     return 1
 }
 
-/// An answer, not an operation: 0 means "different keys", with nothing raised.
+/// An answer, not an operation: 0 means "different keys", with nothing raised (a
+/// deferred key that cannot be made is reported, and answers "different").
 private func keymgmtMatch(_ first: UnsafeRawPointer?, _ second: UnsafeRawPointer?, _ selection: Int32) -> Int32 {
-    guard let a = object(first, as: KeyHolder.self)?.key, let b = object(second, as: KeyHolder.self)?.key else {
-        return 0
+    guard let one = object(first, as: KeyHolder.self), let other = object(second, as: KeyHolder.self),
+        one.type == other.type
+    else { return 0 }
+    if selection & Selection.keyPair == 0 {
+        // Domain parameters (or nothing) only: no key needs to be made for that.
+        let same =
+            selection & Selection.domainParameters == 0
+            || one.domainParameterValues == other.domainParameterValues
+        return same ? 1 : 0
     }
+    let keys = reportingResult("comparing keys") { (try one.currentKey(), try other.currentKey()) }
+    guard let (a, b) = keys, let a, let b else { return 0 }
     return a.type.matches(a, b, selection: selection) ? 1 : 0
 }
 
@@ -114,9 +136,14 @@ private func keymgmtImport(
                 "the CloudHSM provider holds no software private keys (import of '\(name)' refused); the key's own "
                     + "provider uses it, or import it into the HSMs with key_mgmt_util importPrivateKey")
         }
-        // Like the default provider: a selection without the key pair imports nothing.
-        guard selection & Selection.keyPair != 0 else { return }
-        holder.key = try ProviderKey(type: type, importing: type.importedPublicParameters(reader, selection: selection))
+        if selection & Selection.keyPair != 0 {
+            holder.key = try ProviderKey(
+                type: type, importing: type.importedPublicParameters(reader, selection: selection))
+        } else if selection & Selection.domainParameters != 0 {
+            // A template (`genpkey -paramfile`) or EVP_PKEY_copy_parameters.
+            holder.parameters = try type.importedDomainParameters(reader)
+        }
+        // Like the default provider, any other selection imports nothing.
     }
 }
 
@@ -125,19 +152,26 @@ private func keymgmtExport(
     _ argument: UnsafeMutableRawPointer?
 ) -> Int32 {
     reportingStatus("exporting a key") {
-        let key = try KeyHolder.key(keydata)
+        let holder = try provided(keydata, as: KeyHolder.self)
         guard let callback else { throw ProviderError(.invalidInput, "export was given no callback") }
-        if selection & Selection.privateKey != 0, key.isHSMKey {
-            throw ProviderError(
-                .privateKeyExportRefused,
-                "export of the private half of \(key.type.displayName) key handle \(key.reference?.handle ?? 0) refused; "
-                    + "only its public key can be exported")
+        let exported: [ParamValue]
+        if selection & Selection.keyPair == 0 {
+            // Domain parameters alone: a deferred key is not made for them.
+            exported = selection & Selection.domainParameters != 0 ? holder.domainParameterValues : []
+        } else {
+            let key = try KeyHolder.key(keydata)
+            if selection & Selection.privateKey != 0, key.isHSMKey {
+                throw ProviderError(
+                    .privateKeyExportRefused,
+                    "export of the private half of \(key.type.displayName) key handle \(key.reference?.handle ?? 0) "
+                        + "refused; only its public key can be exported")
+            }
+            exported = key.type.exportedParameters(of: key, selection: selection)
         }
-        let exported = key.type.exportedParameters(of: key, selection: selection)
         guard !exported.isEmpty else { return }
         let list = try parameterList(exported)
         guard list.withUnsafePointer({ callback($0, argument) }) == 1 else {
-            throw ProviderError(.openSSLFailed, "OpenSSL did not take the exported \(key.type.displayName) public key")
+            throw ProviderError(.openSSLFailed, "OpenSSL did not take the exported \(holder.type.displayName) key")
         }
     }
 }
@@ -145,31 +179,41 @@ private func keymgmtExport(
 private func keymgmtGetParams(_ keydata: UnsafeMutableRawPointer?, _ params: UnsafeMutablePointer<OSSL_PARAM>?) -> Int32
 {
     reportingStatus("answering key parameters") {
-        let key = try KeyHolder.key(keydata)
+        let holder = try provided(keydata, as: KeyHolder.self)
+        let type = holder.type
         let writer = ParamWriter(params)
-        if key.isHSMKey, let name = key.type.privateParameterNames.first(where: { writer.isRequested($0) }) {
+        if holder.hasKeyPair, let name = type.privateParameterNames.first(where: { writer.isRequested($0) }) {
             throw ProviderError(
                 .privateKeyExportRefused, "key parameter '\(name)' is part of the private key, which stays in the HSMs")
         }
+        // Sizes and domain parameters come from the parameters alone: libcrypto asks for the
+        // sizes right after every generation, which must not make a deferred key.
+        if holder.key == nil, let parameters = holder.domainParameters,
+            holder.deferred == nil || !type.publicKeyParameterNames.contains(where: { writer.isRequested($0) })
+        {
+            if let params = writer.params { try parameters.key.getParameters(params) }
+            return
+        }
+        let key = try KeyHolder.key(keydata)
         try writer.set("bits", int: key.bits)
         try writer.set("security-bits", int: key.securityBits)
         try writer.set("max-size", int: key.size)
-        for value in key.publicParameters {
+        for value in key.domainParameters + key.publicParameters {
             switch value {
             case .int(let name, let number): try writer.set(name, int: number)
             case .string(let name, let text): try writer.set(name, string: text)
             case .bigNumber(let name, let bytes): try writer.set(name, bigEndian: bytes)
+            case .octets(let name, let bytes): try writer.set(name, octets: bytes)
             }
         }
         try key.type.answerParameters(writer, for: key)
     }
 }
 
-/// Key objects are immutable once made, so a duplicate shares the key.
+/// Key objects are immutable once made, so a duplicate shares the key (or the promise of one).
 private func keymgmtDuplicate(_ keydata: UnsafeRawPointer?, _ selection: Int32) -> UnsafeMutableRawPointer? {
     reportingResult("duplicating a key") {
-        let holder = try provided(keydata, as: KeyHolder.self)
-        return retainedPointer(KeyHolder(holder.type, holder.key))
+        retainedPointer(try provided(keydata, as: KeyHolder.self).duplicate())
     }
 }
 
@@ -178,6 +222,17 @@ private func keymgmtDuplicate(_ keydata: UnsafeRawPointer?, _ selection: Int32) 
 /// it does: a signature made in the HSMs must verify with the public key.
 private func keymgmtValidate(_ keydata: UnsafeRawPointer?, _ selection: Int32, _ checkType: Int32) -> Int32 {
     reportingStatus("checking a key") {
+        let holder = try provided(keydata, as: KeyHolder.self)
+        if selection & Selection.keyPair == 0 {
+            // Domain parameters: ours are named curves, which OpenSSL knows to be sound.
+            if selection & Selection.domainParameters != 0, holder.type.hasDomainParameters,
+                holder.domainParameterValues.isEmpty
+            {
+                throw ProviderError(
+                    .invalidInput, "this \(holder.type.displayName) key object holds no domain parameters")
+            }
+            return
+        }
         let key = try KeyHolder.key(keydata)
         if selection & Selection.keyPair != 0 {
             guard try key.publicKey.checkPublicKey(context: runtime.library().context) else {
@@ -225,6 +280,27 @@ private func keymgmtGenerationSetParams(_ context: UnsafeMutableRawPointer?, _ p
     }
 }
 
+/// `ecparam -genkey` and `genpkey -paramfile`: the template's domain parameters (a key of
+/// ours, or one OpenSSL imported into ours) become the generation's.
+private func keymgmtGenerationSetTemplate(_ context: UnsafeMutableRawPointer?, _ template: UnsafeMutableRawPointer?)
+    -> Int32
+{
+    reportingStatus("taking the parameters of a template key") {
+        let generation = try provided(context, as: KeyGenerationContext.self)
+        let holder = try provided(template, as: KeyHolder.self)
+        // A type without domain parameters has nothing to take, as OpenSSL's own RSA.
+        guard holder.type.hasDomainParameters else { return }
+        var parameters = holder.domainParameters
+        if parameters == nil, let key = try holder.currentKey() {
+            parameters = try DomainParameters(type: key.type, values: key.domainParameters)
+        }
+        guard let parameters else {
+            throw ProviderError(.invalidInput, "the template key holds no \(holder.type.displayName) domain parameters")
+        }
+        try generation.generation.apply(template: parameters)
+    }
+}
+
 private func keymgmtGenerate(
     _ context: UnsafeMutableRawPointer?, _ callback: DataCallback?, _ argument: UnsafeMutableRawPointer?
 )
@@ -232,6 +308,19 @@ private func keymgmtGenerate(
 {
     reportingResult("generating a key in the HSMs") {
         let generation = try provided(context, as: KeyGenerationContext.self)
+        if let parameters = try generation.generation.domainParameters() {
+            let holder = KeyHolder(generation.type)
+            if generation.parametersOnly {
+                holder.parameters = parameters
+            } else {
+                holder.deferred = DeferredKey(parameters: parameters, generation: generation.generation)
+            }
+            return retainedPointer(holder)
+        }
+        guard !generation.parametersOnly else {
+            throw ProviderError(
+                .unsupported, "\(generation.type.displayName) keys have no domain parameters to generate")
+        }
         let reference = try generation.generation.generate(with: runtime.keys)
         let key = try ProviderKey(reference: reference)
         guard key.type == generation.type else {

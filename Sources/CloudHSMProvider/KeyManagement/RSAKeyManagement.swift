@@ -23,6 +23,8 @@ enum RSAKeyType: ProviderKeyType {
         return [.bigNumber("n", n), .bigNumber("e", e)]
     }
 
+    static let publicKeyParameterNames: [StaticString] = ["n", "e"]
+
     /// What the default provider's RSA keymgmt answers for a private key (rsa_kmgmt.c).
     static let privateParameterNames: [StaticString] = [
         "d", "rsa-factor1", "rsa-factor2", "rsa-factor3", "rsa-factor4", "rsa-factor5", "rsa-factor6",

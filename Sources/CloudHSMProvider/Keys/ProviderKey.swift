@@ -14,8 +14,10 @@ final class ProviderKey {
     /// nil for a public-only key.
     let reference: KeyReference?
     let publicKeyInfo: [UInt8]
-    /// The type's public parameters (RSA: n and e), read once.
+    /// The type's public parameters (RSA: n and e; EC: group and pub), read once.
     let publicParameters: [ParamValue]
+    /// The type's domain parameters (EC: group, encoding, point format; RSA: none).
+    let domainParameters: [ParamValue]
     let bits: Int
     /// The largest signature or ciphertext, in bytes.
     let size: Int
@@ -67,6 +69,7 @@ final class ProviderKey {
         do {
             publicKeyInfo = try publicKey.publicKeyInfo()
             publicParameters = try type.publicParameters(of: publicKey)
+            domainParameters = try type.domainParameterValues(of: publicKey)
         } catch {
             throw ProviderError(error, doing: "reading the \(type.displayName) public key")
         }
@@ -83,27 +86,125 @@ final class ProviderKey {
         return []
     }
 
+    /// A public parameter as bytes (EC's "pub"); empty when absent.
+    func octets(_ key: StaticString) -> [UInt8] {
+        for case .octets(let name, let value) in publicParameters where name.description == key.description {
+            return value
+        }
+        return []
+    }
+
     func hasSamePublicKey(as other: ProviderKey) -> Bool {
         type == other.type && publicParameters == other.publicParameters
     }
 }
 
-/// The keydata OpenSSL holds for a keymgmt: the key's type from `new` on, the key itself
-/// once loaded, imported or generated.
+/// The keydata OpenSSL holds for a keymgmt: the key's type from `new` on, then what was
+/// loaded, imported or generated into it: a key, domain parameters alone (EC's group), or
+/// a key pair whose generation waits for its first use. Filled in once, before OpenSSL
+/// shares the keydata between threads.
 final class KeyHolder {
     let type: any ProviderKeyType.Type
     var key: ProviderKey?
+    /// Domain parameters without a key: a parameter import or generation.
+    var parameters: DomainParameters?
+    /// A key pair the HSMs make when it is first used.
+    var deferred: DeferredKey?
 
     init(_ type: any ProviderKeyType.Type, _ key: ProviderKey? = nil) {
         self.type = type
         self.key = key
     }
 
+    /// A holder with the same content: duplicates share a deferred key, so it is made once.
+    func duplicate() -> KeyHolder {
+        let twin = KeyHolder(type, key)
+        twin.parameters = parameters
+        twin.deferred = deferred
+        return twin
+    }
+
+    /// The key, made in the HSMs first if its generation was deferred; nil when the holder
+    /// has none (empty, or domain parameters only).
+    func currentKey() throws -> ProviderKey? {
+        if let key { return key }
+        return try deferred?.key()
+    }
+
+    /// Whether a key pair is there or promised.
+    var hasKeyPair: Bool { key?.isHSMKey == true || deferred != nil }
+
+    /// The domain parameters of whatever the holder holds, as export gives them; empty when
+    /// it holds nothing or its type has none.
+    var domainParameterValues: [ParamValue] {
+        key?.domainParameters ?? parameters?.values ?? deferred?.parameters.values ?? []
+    }
+
+    /// The domain parameters alone, without making a deferred key.
+    var domainParameters: DomainParameters? { parameters ?? deferred?.parameters }
+
     /// The key behind keydata OpenSSL passes to an operation.
     static func key(_ keydata: UnsafeRawPointer?) throws -> ProviderKey {
-        guard let key = try provided(keydata, as: KeyHolder.self).key else {
+        let holder = try provided(keydata, as: KeyHolder.self)
+        guard let key = try holder.currentKey() else {
+            if holder.parameters != nil {
+                throw ProviderError(
+                    .invalidInput, "this \(holder.type.displayName) key object holds domain parameters only, no key")
+            }
             throw ProviderError(.invalidInput, "the key object is empty: nothing was loaded or imported into it")
         }
         return key
+    }
+}
+
+/// Domain parameters held without a key (EC's group): a parameters-only key in the
+/// provider's private library context answers sizes and the parameters' own questions.
+final class DomainParameters {
+    let type: any ProviderKeyType.Type
+    let key: EVPKey
+    /// As export hands them out, read back from `key` (so "P-256" reads "prime256v1").
+    let values: [ParamValue]
+
+    init(type: any ProviderKeyType.Type, values: [ParamValue]) throws {
+        self.type = type
+        let library = try runtime.library()
+        do {
+            key = try EVPKey(algorithm: type.name, domainParameters: parameterList(values), context: library.context)
+            self.values = try type.domainParameterValues(of: key)
+        } catch {
+            throw ProviderError(error, doing: "reading \(type.displayName) domain parameters \(values)")
+        }
+    }
+}
+
+/// A key pair generated through OpenSSL, made in the HSMs only when the key is first used
+/// (its public key, its key file, a signature). OpenSSL's `ecparam -genkey` generates a
+/// whole key only to carry the curve to the real generation; the HSMs make one key, not two.
+final class DeferredKey {
+    let parameters: DomainParameters
+    private let generation: any KeyGeneration
+    private let made = Mutex<ProviderKey?>(nil)
+
+    init(parameters: DomainParameters, generation: any KeyGeneration) {
+        self.parameters = parameters
+        self.generation = generation
+    }
+
+    /// The key, made in the HSMs on the first call; a failed attempt is tried again next time.
+    func key() throws -> ProviderKey {
+        try made.withLock { slot in
+            if let existing = slot { return existing }
+            let type = parameters.type
+            let reference = try generation.generate(with: runtime.keys)
+            let key = try ProviderKey(reference: reference)
+            guard key.type == type else {
+                throw ProviderError(
+                    .hsmOperationFailed,
+                    "the HSMs made \(key.type.displayName) key \(reference.handle), not \(type.displayName)")
+            }
+            trace("generated \(type.displayName) key handle \(reference.handle) on its first use")
+            slot = key
+            return key
+        }
     }
 }
