@@ -298,9 +298,9 @@ def test_an_ossl_store_program_signs_with_a_key_named_by_uri(cluster, store, sto
 # ------------------------------------------------------------------------------ EC keys
 
 
-def test_ec_keys_by_uri_once_the_provider_holds_ec(cluster, store):
-    """An EC key made in the HSMs, by handle and label. Skipped only while the provider
-    says it does not hold EC keys yet (the store's own refusal, checked word for word)."""
+def test_ec_keys_by_uri(cluster, store):
+    """An EC key made in the HSMs, by handle and label: its public key, an ECDSA signature
+    that plain OpenSSL verifies, and its row in the listing."""
     cluster.create_cu(EC_USER, EC_PASSWORD)
     login = cluster.login_line(EC_USER, EC_PASSWORD)
     out = cluster.kmu([login, "genECCKeyPair -i 2 -l store_ec_key"], login=False)
@@ -310,17 +310,7 @@ def test_ec_keys_by_uri_once_the_provider_holds_ec(cluster, store):
     env = dict(store["ossl"].env, n3fips_password=f"{EC_USER}:{EC_PASSWORD}")
     proc = run(store, "pkey", "-in", f"cloudhsm:handle={private}", "-pubout", env=env, check=False)
     text = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
-    if proc.returncode != 0:
-        unsupported = (f"key handle {private} (label 'store_ec_key') is a private EC key: EC keys are not "
-                       "supported by this provider yet")
-        assert unsupported in text, text
-        # A listing leaves the key out without failing, and the trace says why.
-        traced = dict(env, CLOUDHSM_PROVIDER_TRACE="1")
-        proc = run(store, "storeutl", "-keys", "-text", "-noout", "cloudhsm:", env=traced)
-        assert "Total found: 0" in proc.stdout.decode(), proc.stdout
-        skipped = f"store: key handle {private} is a private EC key, a type this provider does not hold"
-        assert skipped in proc.stderr.decode(errors="replace"), proc.stderr
-        pytest.skip("the provider does not hold EC keys yet: " + unsupported)
+    assert proc.returncode == 0, text
     assert proc.stdout.decode() == (cluster.work / "store_ec_pub.pem").read_text(), text
     ossl = store["ossl"]
     message = Path(ossl.path("store_ec.txt"))
