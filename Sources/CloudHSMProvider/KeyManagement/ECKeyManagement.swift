@@ -212,21 +212,12 @@ final class ECKeyGeneration: KeyGeneration {
         }
     }
 
-    /// The curve of a template key (`ecparam -genkey`, `genpkey -paramfile`), and its other
-    /// settings checked as set ones are: a template asking for compressed points or explicit
-    /// parameters is refused, not followed halfway.
     func apply(template: DomainParameters) throws {
-        var named: ECCurve?
-        for case .string(let name, let value) in template.values {
-            switch name.description {
-            case "group": named = try Self.curve(named: value)
-            case "encoding": try ECSettings.checkEncoding(value)
-            case "point-format": try ECSettings.checkPointFormat(value)
-            default: break
-            }
+        for case .string(let name, let value) in template.values where name.description == "group" {
+            curve = try Self.curve(named: value)
+            return
         }
-        guard let named else { throw ProviderError(.invalidInput, "the template key names no curve") }
-        curve = named
+        throw ProviderError(.invalidInput, "the template key names no curve")
     }
 
     /// A curve the HSMs hold, by any name OpenSSL knows it by; a curve OpenSSL knows and the
