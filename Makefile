@@ -135,7 +135,7 @@ stop-demo: ## Stop the demo's nginx and the dev cluster
 
 test: deps build swift-test pytest ## deps + build + swift test + the pytest integration suite
 
-bench: deps build ## Benchmarks on release builds: the channel's cost next to in-process signing; nginx handshakes/s HSM vs plain key; pkpspeed on 1, 2, 3 nodes at 200 ops/s each
+bench: deps build ## Benchmarks on release builds: the channel's cost next to in-process signing; nginx handshakes/s HSM vs plain key (RSA and ECDSA P-256); pkpspeed on 1, 2, 3 nodes at 200 ops/s each
 	$(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH)
 	BIN_DIR="$(CURDIR)/$(RELEASE_SCRATCH)/release" MODULE="$(CURDIR)/$(MODULE_DIR)/cloudhsm.so" \
 	  $(PYTHON) scripts/bench_channel.py $(BENCH_CHANNEL_ARGS)

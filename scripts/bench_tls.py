@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Full-handshake throughput of nginx with its key in the HSM cluster versus the same
-key as a plain key file, measured side by side in one run.
+key as a plain key file, measured side by side in one run, for an RSA-2048 key and an
+ECDSA P-256 key.
 
-An existing software key is imported with key_mgmt_util (the walkthrough's import path);
-nginx A uses the key file itself, nginx B the fake PEM from getCaviumPrivKey, same
-certificate, same settings: worker_processes 2, keepalive_timeout 0, session cache and
-tickets off, a tiny static page. wrk -t2 -c32 -d<duration> -H 'Connection: close'
-alternates between the two for TLS 1.3 and TLS 1.2 ECDHE-RSA; the ratio of the medians
-is what counts, since absolute numbers drift on a shared machine.
+For each key type an existing software key is imported with key_mgmt_util (the
+walkthrough's import path); nginx A uses the key file itself, nginx B the fake PEM from
+getCaviumPrivKey, same certificate, same settings: worker_processes 2, keepalive_timeout
+0, session cache and tickets off, a tiny static page. wrk -t2 -c32 -d<duration> -H
+'Connection: close' alternates between the two for TLS 1.3 and TLS 1.2 (ECDHE-RSA or
+ECDHE-ECDSA); the ratio of the medians is what counts, since absolute numbers drift on a
+shared machine. An ECDSA signature costs about a tenth of an RSA one, so the channel's own
+cost shows in its ratio first.
 
-    BIN_DIR=... MODULE=.../cloudhsm.so scripts/bench_tls.py [--rounds 3] [--duration 10]
+    BIN_DIR=... MODULE=.../cloudhsm.so scripts/bench_tls.py [--rounds 3] [--duration 10] [--keys rsa,ecdsa]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,25 +64,47 @@ http {{
     server {{
         listen 127.0.0.1:{port12} ssl;
         ssl_protocols TLSv1.2;
-        ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256;
+        ssl_ciphers {tls12_cipher};
         location / {{ return 200 "ok\\n"; }}
     }}
 }}
 """
 
 
-def start_nginx(name: str, work: Path, key: Path, cert: Path, env: dict) -> dict:
+@dataclass(frozen=True)
+class KeyType:
+    """A key the benchmark serves: how plain OpenSSL makes it, and its TLS 1.2 suite."""
+
+    option: str  # --keys
+    name: str
+    make: tuple[str, ...]  # openssl arguments writing the key to {out}
+    tls12_cipher: str
+
+    @property
+    def modes(self) -> tuple[str, str]:
+        return "TLS 1.3", f"TLS 1.2 {self.tls12_cipher.rsplit('-', 3)[0]}"
+
+
+KEY_TYPES = [
+    KeyType("rsa", "RSA 2048", ("genrsa", "-out", "{out}", "2048"), "ECDHE-RSA-AES128-GCM-SHA256"),
+    KeyType("ecdsa", "ECDSA P-256", ("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                                     "-out", "{out}"), "ECDHE-ECDSA-AES128-GCM-SHA256"),
+]
+
+
+def start_nginx(name: str, work: Path, key: Path, cert: Path, env: dict, key_type: KeyType) -> dict:
     d = work / f"nginx-{name}"
     (d / "tmp").mkdir(parents=True, exist_ok=True)
     port13, port12 = free_ports(2)
     conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=d, cert=cert, key=key, port13=port13, port12=port12))
+    conf.write_text(NGINX_CONF.format(dir=d, cert=cert, key=key, port13=port13, port12=port12,
+                                      tls12_cipher=key_type.tls12_cipher))
     run(["nginx", "-c", str(conf), "-p", str(d)], env=env)
     for _ in range(100):
         if (d / "nginx.pid").exists():
             break
         time.sleep(0.05)
-    return {"dir": d, "conf": conf, "TLS 1.3": port13, "TLS 1.2 ECDHE-RSA": port12}
+    return {"dir": d, "conf": conf, key_type.modes[0]: port13, key_type.modes[1]: port12}
 
 
 def stop_nginx(server: dict):
@@ -94,13 +120,58 @@ def wrk(port: int, duration: int) -> tuple[float, str]:
     return rate, problems
 
 
+PLAIN, HSM = "plain key file", "HSM (fake PEM)"
+
+
+def bench_key_type(key_type: KeyType, work: Path, env: dict, plain_env: dict, args) -> tuple[dict, dict]:
+    """One key of this type as a plain file and imported into the HSMs, nginx on each, wrk
+    alternating between them. Answers the rates per mode and variant, and the private-key
+    operations each node served."""
+    key_file = f"plain-{key_type.option}.key"
+    run(["openssl", *(arg.format(out=work / key_file) for arg in key_type.make)], env=plain_env)
+    cert = work / f"cert-{key_type.option}.pem"
+    run(["openssl", "req", "-new", "-x509", "-key", str(work / key_file), "-subj", "/CN=localhost", "-days", "2",
+         "-out", str(cert)], env=plain_env)
+    fake = kmu_import(env, work, key=key_file, fake=f"fake-{key_type.option}.pem", label=f"bench_{key_type.option}")
+    print(f"bench: {key_type.name}: imported the key; nginx A uses {key_file}, nginx B the fake PEM", flush=True)
+    servers = {
+        PLAIN: start_nginx(f"plain-{key_type.option}", work, work / key_file, cert, plain_env, key_type),
+        HSM: start_nginx(f"hsm-{key_type.option}", work, fake, cert, env, key_type),
+    }
+    try:
+        ops_before = node_operations(env)
+        results: dict[str, dict[str, list[float]]] = {
+            f"{key_type.name} {m}": {v: [] for v in servers} for m in key_type.modes}
+        for round_ in range(1, args.rounds + 1):
+            for mode in key_type.modes:
+                order = list(servers) if round_ % 2 else list(reversed(servers))
+                for variant in order:
+                    rate, problems = wrk(servers[variant][mode], args.duration)
+                    results[f"{key_type.name} {mode}"][variant].append(rate)
+                    print(f"round {round_}  {key_type.name:12} {mode:20} {variant:16} {rate:8.1f} handshakes/s "
+                          f"{problems}", flush=True)
+        ops_after = node_operations(env)
+    finally:
+        for server in servers.values():
+            stop_nginx(server)
+    return results, {n: ops_after.get(n, 0) - ops_before.get(n, 0) for n in ops_after}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--dir", default=str(REPO / ".bench"))
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--keys", default=",".join(k.option for k in KEY_TYPES),
+                        help="key types to serve, comma-separated (default: %(default)s)")
     args = parser.parse_args()
+    chosen = [o.strip() for o in args.keys.split(",") if o.strip()]
+    unknown = [o for o in chosen if o not in {k.option for k in KEY_TYPES}]
+    if unknown or not chosen:
+        parser.error(f"--keys: unknown key type {', '.join(unknown) or '(none)'}; "
+                     f"choose from {', '.join(k.option for k in KEY_TYPES)}")
+    key_types = [k for k in KEY_TYPES if k.option in chosen]
     for tool in ("nginx", "wrk", "openssl"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"bench: {tool} not found (make deps installs it)")
@@ -123,42 +194,23 @@ def main() -> int:
             conf = (bench / "cluster" / "openssl.cnf")
             conf.write_text(re.sub(r"^module = .*$", f"module = {os.environ['MODULE']}", conf.read_text(), flags=re.M))
         plain_env = dict(env, OPENSSL_CONF="/dev/null")
-        run(["openssl", "genrsa", "-out", str(work / "plain.key"), "2048"], env=plain_env)
-        run(["openssl", "req", "-new", "-x509", "-key", str(work / "plain.key"), "-subj", "/CN=localhost", "-days", "2",
-             "-out", str(work / "cert.pem")], env=plain_env)
-        fake = kmu_import(env, work)
-        print("bench: imported the key; nginx A uses plain.key, nginx B the fake PEM", flush=True)
-        servers = {
-            "plain key file": start_nginx("plain", work, work / "plain.key", work / "cert.pem", plain_env),
-            "HSM (fake PEM)": start_nginx("hsm", work, fake, work / "cert.pem", env),
-        }
-        try:
-            ops_before = node_operations(env)
-            results: dict[str, dict[str, list[float]]] = {m: {v: [] for v in servers} for m in ("TLS 1.3", "TLS 1.2 ECDHE-RSA")}
-            for round_ in range(1, args.rounds + 1):
-                for mode in results:
-                    order = list(servers) if round_ % 2 else list(reversed(servers))
-                    for variant in order:
-                        rate, problems = wrk(servers[variant][mode], args.duration)
-                        results[mode][variant].append(rate)
-                        print(f"round {round_}  {mode:18} {variant:16} {rate:8.1f} handshakes/s {problems}", flush=True)
-            ops_after = node_operations(env)
-        finally:
-            for server in servers.values():
-                stop_nginx(server)
+        results: dict[str, dict[str, list[float]]] = {}
+        served: dict[str, dict[int, int]] = {}
+        for key_type in key_types:
+            results_of_type, served[key_type.name] = bench_key_type(key_type, work, env, plain_env, args)
+            results.update(results_of_type)
         print()
-        print(f"{'mode':18} {'plain key (median)':>20} {'HSM (median)':>14} {'ratio HSM/plain':>16}")
+        print(f"{'mode':34} {'plain key (median)':>20} {'HSM (median)':>14} {'ratio HSM/plain':>16}")
         summary = {}
         for mode, variants in results.items():
-            plain = statistics.median(variants["plain key file"])
-            hsm = statistics.median(variants["HSM (fake PEM)"])
-            summary[mode] = {"plain": variants["plain key file"], "hsm": variants["HSM (fake PEM)"],
-                             "ratio": hsm / plain}
-            print(f"{mode:18} {plain:20.1f} {hsm:14.1f} {hsm / plain:16.3f}")
-        served = {n: ops_after.get(n, 0) - ops_before.get(n, 0) for n in ops_after}
-        total = sum(served.values()) or 1
-        print("private-key operations per node during the HSM runs: "
-              + ", ".join(f"node {n}: {c} ({100 * c / total:.0f}%)" for n, c in sorted(served.items())))
+            plain = statistics.median(variants[PLAIN])
+            hsm = statistics.median(variants[HSM])
+            summary[mode] = {"plain": variants[PLAIN], "hsm": variants[HSM], "ratio": hsm / plain}
+            print(f"{mode:34} {plain:20.1f} {hsm:14.1f} {hsm / plain:16.3f}")
+        for name, ops in served.items():
+            total = sum(ops.values()) or 1
+            print(f"{name} private-key operations per node during the HSM runs: "
+                  + ", ".join(f"node {n}: {c} ({100 * c / total:.0f}%)" for n, c in sorted(ops.items())))
         if args.json:
             Path(args.json).write_text(json.dumps({"results": summary, "node_operations": served}, indent=2))
     finally:

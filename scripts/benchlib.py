@@ -29,9 +29,9 @@ def run(argv, env=None, input=None, check=True, cwd=None) -> str:
     return proc.stdout + proc.stderr
 
 
-def kmu_import(env: dict, work: Path) -> Path:
-    """The walkthrough's import of work/plain.key: a session wrapping key, importPrivateKey,
-    getCaviumPrivKey. Returns the fake PEM, work/fake.pem."""
+def kmu_import(env: dict, work: Path, key: str = "plain.key", fake: str = "fake.pem", label: str = "bench_key") -> Path:
+    """The walkthrough's import of work/<key> (RSA or EC): a session wrapping key,
+    importPrivateKey, getCaviumPrivKey. Returns the fake PEM, work/<fake>."""
     kmu = subprocess.Popen(["key_mgmt_util"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env=env, cwd=work, bufsize=1)
 
@@ -50,13 +50,13 @@ def kmu_import(env: dict, work: Path) -> Path:
     user, password = env["n3fips_password"].split(":", 1)
     ask(f"loginHSM -u CU -s {user} -p {password}", r"Cfm3LoginHSM returned: 0x00")
     wrap = ask("genSymKey -t 31 -s 16 -sess -l bench_wrap", r"Key Handle: (\d+)").group(1)
-    handle = ask(f"importPrivateKey -f plain.key -l bench_key -w {wrap}",
+    handle = ask(f"importPrivateKey -f {key} -l {label} -w {wrap}",
                  r"Private Key Unwrapped.  Key Handle: (\d+)").group(1)
-    ask(f"getCaviumPrivKey -k {handle} -out fake.pem", r"getCaviumPrivKey returned: 0x00")
+    ask(f"getCaviumPrivKey -k {handle} -out {fake}", r"getCaviumPrivKey returned: 0x00")
     kmu.stdin.write("exit\n")
     kmu.stdin.close()
     kmu.wait(timeout=60)
-    return work / "fake.pem"
+    return work / fake
 
 
 def node_operations(env: dict) -> dict[int, int]:

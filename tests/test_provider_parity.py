@@ -1,6 +1,9 @@
 """Parameter parity with OpenSSL 3.0's default provider, one parameter at a time, for RSA:
 signatures (dgst, pkeyutl -sign/-verify/-verifyrecover), the asymmetric cipher (pkeyutl
--decrypt/-encrypt) and key management (genpkey, genrsa, key parameters, export, check).
+-decrypt/-encrypt) and key management (genpkey, genrsa, key parameters, export, check);
+for EC: ECDSA (dgst, pkeyutl -sign, ecdsa_sig.c's digest, properties, digest-size and kat)
+and key management (genpkey and ecparam with ec_kmgmt.c's generation settings, key
+parameters read and set, `openssl ec`); and the parameter tables of both, name for name.
 
 Each case runs the real openssl binary twice with the same options: once with a software
 key and the default provider alone, once with a fake PEM and the cloudhsm provider. Where
@@ -12,17 +15,16 @@ refused by ours by name. docs/architecture.md has the table."""
 
 from __future__ import annotations
 
-import base64
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, der_children, der_read, pem_body
+from helpers import REPO
 from test_provider import (  # noqa: F401  (fixtures)
     OpenSSL,
-    c_programs,
     generated,
     ossl,
     private_operations,
@@ -63,6 +65,18 @@ def probe(tmp_path_factory) -> str:
     subprocess.run(["cc", "-Wall", "-o", str(out), str(REPO / "tests" / "c" / "param_probe.c"), "-lcrypto"],
                    check=True)
     return str(out)
+
+
+def probe_run(ossl, probe, *args, plain=False) -> subprocess.CompletedProcess:
+    """param_probe with the provider (a fake PEM) or, plain, with the default provider alone."""
+    env = {**ossl.env, "OPENSSL_CONF": "/dev/null"} if plain else ossl.env
+    return subprocess.run([probe, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def probe_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """param_probe's answers without the error queue's lines, which name each provider's
+    own source files (both say FAILED for the same names)."""
+    return [line for line in proc.stdout.splitlines() if not re.match(r"^[0-9A-F]+:error:", line)]
 
 
 def both(ossl, keys, make_args, outcome, text):
@@ -253,13 +267,29 @@ SIGN_PROBES = [
 def test_signature_parameters_are_answered_as_the_default_provider_answers_them(ossl, keys, probe, digest, opts):
     """pad-mode, digest, mgf1-digest, saltlen and the AlgorithmIdentifier (what X509_sign
     embeds) read back the same from both providers."""
-    default = subprocess.run([probe, "sign", keys["soft"], digest, *opts], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
-                             capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([probe, "sign", keys["fake"], digest, *opts], env=ossl.env, capture_output=True, text=True,
-                          timeout=60)
+    default = probe_run(ossl, probe, "sign", keys["soft"], digest, *opts, plain=True)
+    ours = probe_run(ossl, probe, "sign", keys["fake"], digest, *opts)
     assert default.returncode == 0 and ours.returncode == 0, default.stdout + ours.stdout
     assert "FAILED" not in default.stdout + ours.stdout
     assert ours.stdout == default.stdout
+
+
+PREHASH_PROBES = [
+    [],
+    ["digest:sha256"],
+    ["digest:sha384", "rsa_padding_mode:pss", "rsa_pss_saltlen:digest"],
+    ["rsa_padding_mode:pss"],
+    ["digest:md5-sha1"],
+]
+
+
+@pytest.mark.parametrize("opts", PREHASH_PROBES, ids=case_id)
+def test_prehash_signature_parameters_are_answered_as_the_default_provider_answers_them(ossl, keys, probe, opts):
+    """The same for a pre-hashed sign (EVP_PKEY_sign_init, pkeyutl -sign)."""
+    default = probe_run(ossl, probe, "prehash", keys["soft"], *opts, plain=True)
+    ours = probe_run(ossl, probe, "prehash", keys["fake"], *opts)
+    assert default.returncode == 0 and ours.returncode == 0, default.stdout + ours.stdout
+    assert probe_lines(ours) == probe_lines(default), f"default:\n{default.stdout}\nours:\n{ours.stdout}"
 
 
 DECRYPT_PROBES = [
@@ -276,10 +306,8 @@ DECRYPT_PROBES = [
 
 @pytest.mark.parametrize("opts", DECRYPT_PROBES, ids=case_id)
 def test_cipher_parameters_are_answered_as_the_default_provider_answers_them(ossl, keys, probe, opts):
-    default = subprocess.run([probe, "decrypt", keys["soft"], *opts], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
-                             capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([probe, "decrypt", keys["fake"], *opts], env=ossl.env, capture_output=True, text=True,
-                          timeout=60)
+    default = probe_run(ossl, probe, "decrypt", keys["soft"], *opts, plain=True)
+    ours = probe_run(ossl, probe, "decrypt", keys["fake"], *opts)
     assert "FAILED" not in default.stdout + ours.stdout, default.stdout + ours.stdout
     assert ours.stdout == default.stdout
 
@@ -375,23 +403,20 @@ GEN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("opts,outcome,text", GEN_CASES, ids=case_id)
-def test_genpkey(cluster, ossl, opts, outcome, text):
-    out = ossl.path("parity_gen.key")
-    default = ossl.plain("genpkey", "-algorithm", "RSA", *sigopts("-pkeyopt", opts), "-out", ossl.path("parity_soft_gen.key"),
-                         check=False)
-    if os.path.exists(out):
-        os.remove(out)
-    ours = ossl.run("genpkey", "-algorithm", "RSA", *sigopts("-pkeyopt", opts), "-out", out, check=False)
+def genpkey_both(ossl, algorithm, opts, outcome, text, ours_args=()) -> tuple[str, str]:
+    """genpkey with the default provider alone and with ours (`ours_args` first), and the
+    outcome checked; answers the two key files. A refusal leaves no key file behind."""
+    out, soft = ossl.path("parity_gen.key"), ossl.path("parity_soft_gen.key")
+    for path in (out, soft):
+        if os.path.exists(path):
+            os.remove(path)
+    default = ossl.plain("genpkey", "-algorithm", algorithm, *sigopts("-pkeyopt", opts), "-out", soft, check=False)
+    ours = ossl.run("genpkey", *ours_args, "-algorithm", algorithm, *sigopts("-pkeyopt", opts), "-out", out,
+                    check=False)
     if outcome == SAME:
         assert default.returncode == 0, text_of(default)
         assert ours.returncode == 0, text_of(ours)
         assert Path(out).read_text().startswith("-----BEGIN CLOUDHSM KEY REFERENCE-----")
-        shown = ossl.run("pkey", "-in", out, "-text", "-noout").stdout.decode()
-        soft = ossl.plain("pkey", "-in", ossl.path("parity_soft_gen.key"), "-text", "-noout").stdout.decode()
-        bits = soft.split("(", 1)[1].split(" bit", 1)[0]
-        exponent = [line for line in soft.splitlines() if line.startswith("publicExponent")][0].split(":")[1].strip()
-        assert f"({bits} bit)" in shown and f"Exponent: {exponent}" in shown, shown + soft
     else:
         if outcome == REFUSED:
             assert default.returncode == 0, text_of(default)
@@ -399,6 +424,18 @@ def test_genpkey(cluster, ossl, opts, outcome, text):
             assert default.returncode != 0, text_of(default)
         assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
         assert not os.path.exists(out) or os.path.getsize(out) == 0
+    return soft, out
+
+
+@pytest.mark.parametrize("opts,outcome,text", GEN_CASES, ids=case_id)
+def test_genpkey(cluster, ossl, opts, outcome, text):
+    soft, out = genpkey_both(ossl, "RSA", opts, outcome, text)
+    if outcome == SAME:
+        shown = ossl.run("pkey", "-in", out, "-text", "-noout").stdout.decode()
+        soft = ossl.plain("pkey", "-in", soft, "-text", "-noout").stdout.decode()
+        bits = soft.split("(", 1)[1].split(" bit", 1)[0]
+        exponent = [line for line in soft.splitlines() if line.startswith("publicExponent")][0].split(":")[1].strip()
+        assert f"({bits} bit)" in shown and f"Exponent: {exponent}" in shown, shown + soft
 
 
 @pytest.mark.parametrize("args,outcome,text", [
@@ -424,21 +461,20 @@ def test_genrsa(ossl, args, outcome, text):
 
 def test_public_key_parameters_are_the_default_providers(ossl, keys, probe):
     names = ["bits", "security-bits", "max-size", "default-digest", "n", "e"]
-    ours = subprocess.run([probe, "key", keys["fake"], *names], env=ossl.env, capture_output=True, text=True,
-                          timeout=60)
-    default = subprocess.run([probe, "key", keys["fake_pub"], *names], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
-                             capture_output=True, text=True, timeout=60)
+    ours = probe_run(ossl, probe, "key", keys["fake"], *names)
+    default = probe_run(ossl, probe, "key", keys["fake_pub"], *names, plain=True)
     assert "FAILED" not in ours.stdout + default.stdout, ours.stdout + default.stdout
     assert ours.stdout == default.stdout
     assert "default-digest: SHA256" in ours.stdout
 
 
-@pytest.mark.parametrize("name", ["d", "rsa-factor1", "rsa-factor2", "rsa-exponent1", "rsa-coefficient1"])
-def test_private_key_parameters_are_refused_by_name(ossl, keys, probe, name):
-    default = subprocess.run([probe, "key", keys["soft"], name], env={**ossl.env, "OPENSSL_CONF": "/dev/null"},
-                             capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("kind,name", [("rsa", "d"), ("rsa", "rsa-factor1"), ("rsa", "rsa-factor2"),
+                                       ("rsa", "rsa-exponent1"), ("rsa", "rsa-coefficient1"), ("ec", "priv")])
+def test_private_key_parameters_are_refused_by_name(ossl, keys, ec_keys, probe, kind, name):
+    pair = keys if kind == "rsa" else ec_keys
+    default = probe_run(ossl, probe, "key", pair["soft"], name, plain=True)
     assert default.returncode == 0 and "FAILED" not in default.stdout, default.stdout
-    ours = subprocess.run([probe, "key", keys["fake"], name], env=ossl.env, capture_output=True, text=True, timeout=60)
+    ours = probe_run(ossl, probe, "key", pair["fake"], name)
     assert f"{name}: FAILED" in ours.stdout, ours.stdout
     assert f"key parameter '{name}' is part of the private key, which stays in the HSMs" in ours.stdout, ours.stdout
 
@@ -464,36 +500,313 @@ def test_check_and_pubcheck(cluster, ossl, keys):
     assert private_operations(cluster) == before + 1
 
 
-# ------------------------------------------------------------------ key types the provider does not hold
+# ------------------------------------------------------------------ the parameter tables themselves
 
-def ec_fake_pem(ossl) -> str:
-    """A key reference around an EC public key, as getCaviumPrivKey will write for EC keys."""
-    ossl.plain("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ossl.path("parity_ec.key"))
-    spki = ossl.plain("pkey", "-in", ossl.path("parity_ec.key"), "-pubout", "-outform", "DER").stdout
+def listed_parameters(text: str, heading: str) -> dict[str, set[str]]:
+    """From `openssl list -verbose`, the parameter names under each kind of table of the
+    implementation whose heading line starts with `heading` (key managers head their
+    block with a Name line, an IDs line below it)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(heading))
+    base = len(lines[start]) - len(lines[start].lstrip()) - (2 if heading.startswith("IDs:") else 0)
+    tables: dict[str, set[str]] = {}
+    kind, kind_depth = None, 0
+    for line in lines[start + 1:]:
+        depth = len(line) - len(line.lstrip())
+        if line.strip() and depth <= base:
+            break
+        if line.strip().endswith("parameters:"):
+            kind, kind_depth = line.strip(), depth
+            tables[kind] = set()
+        elif kind and depth > kind_depth and ":" in line:
+            tables[kind].add(line.strip().split(":", 1)[0])
+        elif depth <= kind_depth:
+            kind = None
+    return tables
 
-    def tlv(tag, content):
-        n = len(content)
-        length = bytes([n]) if n < 128 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes(
-            (n.bit_length() + 7) // 8, "big")
-        return bytes([tag]) + length + content
 
-    der = tlv(0x30, tlv(0x02, b"\x01") + tlv(0x0C, b"local-dev") + tlv(0x02, b"\x05") + spki + tlv(0x0C, b"ec"))
-    path = ossl.path("parity_ec_fake.pem")
-    Path(path).write_text("-----BEGIN CLOUDHSM KEY REFERENCE-----\n" + base64.encodebytes(der).decode()
-                          + "-----END CLOUDHSM KEY REFERENCE-----\n")
-    seq = der_read(pem_body(Path(path).read_text(), "CLOUDHSM KEY REFERENCE"))[1]
-    assert der_children(seq)[3][2] == spki
-    return path
+@pytest.mark.parametrize("what,default,ours", [
+    ("-key-managers", "IDs: { 1.2.840.10045.2.1, EC, id-ecPublicKey } @ default",
+     "IDs: { 1.2.840.10045.2.1, EC, id-ecPublicKey } @ cloudhsm"),
+    ("-key-managers", "IDs: { 1.2.840.113549.1.1.1, 2.5.8.1.1, RSA, rsaEncryption } @ default",
+     "IDs: { 1.2.840.113549.1.1.1, 2.5.8.1.1, RSA, rsaEncryption } @ cloudhsm"),
+    ("-signature-algorithms", "ECDSA @ default", "ECDSA @ cloudhsm"),
+    ("-signature-algorithms", "{ 1.2.840.113549.1.1.1, 2.5.8.1.1, RSA, rsaEncryption } @ default",
+     "{ 1.2.840.113549.1.1.1, 2.5.8.1.1, RSA, rsaEncryption } @ cloudhsm"),
+], ids=["EC keymgmt", "RSA keymgmt", "ECDSA", "RSA signature"])
+def test_parameter_tables_list_the_default_providers_names(ossl, what, default, ours):
+    """Every name the default provider's tables list, ours list (so -pkeyopt and -sigopt
+    reach ours with every one of them), and no other."""
+    text = ossl.run("list", what, "-verbose").stdout.decode()
+    theirs, mine = listed_parameters(text, default), listed_parameters(text, ours)
+    assert theirs and mine == theirs, f"default: {theirs}\nours: {mine}"
 
 
-def test_an_ec_key_reference_is_refused_by_name(ossl, c_programs):
-    path = ec_fake_pem(ossl)
-    message = "EC keys are not supported by this provider yet"
-    for args in (["pkey", "-in", path, "-noout"], ["dgst", "-sha256", "-sign", path, path]):
-        proc = ossl.run(*args, check=False)
-        assert proc.returncode != 0 and message in text_of(proc), text_of(proc)
-        assert proc.stdout == b"" or b"BEGIN" not in proc.stdout
-    # libssl's way of loading a key (PEM_read_bio_PrivateKey, as nginx does).
-    proc = subprocess.run([str(c_programs / "check_private_key"), path, path], env=ossl.env, capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode != 0 and "load key: FAILED" in proc.stdout and message in proc.stdout, proc.stdout
+# ------------------------------------------------------------------ EC keys and ECDSA
+
+HSM = ["-propquery", "provider=cloudhsm"]
+
+
+@pytest.fixture(scope="module")
+def ec_keys(ossl) -> dict:
+    """A P-256 software key (default provider), one made in the HSMs, their public halves."""
+    soft, fake = ossl.path("parity_ec_soft.key"), ossl.path("parity_ec_fake.key")
+    ossl.plain("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", soft)
+    ossl.plain("pkey", "-in", soft, "-pubout", "-out", ossl.path("parity_ec_soft.pub"))
+    ossl.run("genpkey", *HSM, "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", fake)
+    ossl.run("pkey", "-in", fake, "-pubout", "-out", ossl.path("parity_ec_fake.pub"))
+    Path(ossl.path("parity_ec_message.txt")).write_bytes(os.urandom(3000))
+    return {"soft": soft, "soft_pub": ossl.path("parity_ec_soft.pub"), "fake": fake,
+            "fake_pub": ossl.path("parity_ec_fake.pub"), "message": ossl.path("parity_ec_message.txt")}
+
+
+# ecdsa_sig.c of OpenSSL 3.0 takes digest, properties, digest-size and kat (nonce-type
+# arrived in 3.2); during a digest-sign only kat is settable.
+EC_DGST_CASES = [
+    ("sha256", [], SAME, None),
+    ("sha1", [], SAME, None),
+    ("sha224", [], SAME, None),
+    ("sha384", [], SAME, None),
+    ("sha512", [], SAME, None),
+    ("sha256", ["kat:0"], SAME, None),
+    ("sha3-256", [], REFUSED, "digest SHA3-256 for signing: the HSMs take SHA-1, SHA-224, SHA-256, SHA-384"),
+    ("sha512-256", [], REFUSED, "digest SHA2-512/256 for signing"),
+    ("md5", [], REFUSED, "digest MD5 for signing"),
+    ("md5-sha1", [], REFUSED, "digest MD5-SHA1 is not one ECDSA signs with"),
+    ("sha256", ["kat:1"], REFUSED, "ECDSA known-answer test mode (kat 1)"),
+    ("sha256", ["digest-size:32"], BOTH_FAIL, "command not supported"),
+    ("sha256", ["digest:sha384"], BOTH_FAIL, "command not supported"),
+    ("sha256", ["nonce-type:1"], BOTH_FAIL, "command not supported"),
+    ("sha256", ["rsa_padding_mode:pss"], BOTH_FAIL, None),
+]
+
+
+@pytest.mark.parametrize("digest,opts,outcome,text", EC_DGST_CASES, ids=case_id)
+def test_ec_dgst_sign(ossl, ec_keys, digest, opts, outcome, text):
+    out = ossl.path("parity_ec.sig")
+    both(ossl, ec_keys, lambda key: ("dgst", f"-{digest}", "-sign", key, *sigopts("-sigopt", opts), "-out", out,
+                                     ec_keys["message"]), outcome, text)
+    if outcome == SAME:
+        # Made over that digest: plain OpenSSL verifies it with that digest, and ours too.
+        verified = ossl.plain("dgst", f"-{digest}", "-verify", ec_keys["fake_pub"], "-signature", out,
+                              ec_keys["message"])
+        assert b"Verified OK" in verified.stdout
+        verified = ossl.run("dgst", f"-{digest}", "-prverify", ec_keys["fake"], "-signature", out, ec_keys["message"])
+        assert b"Verified OK" in verified.stdout
+        other = "sha384" if digest != "sha384" else "sha256"
+        wrong = ossl.plain("dgst", f"-{other}", "-verify", ec_keys["fake_pub"], "-signature", out, ec_keys["message"],
+                           check=False)
+        assert b"Verification failure" in wrong.stdout + wrong.stderr, text_of(wrong)
+
+
+EC_PKEYUTL_SIGN_CASES = [
+    (32, ["digest:sha256"], SAME, None),
+    (48, ["digest:sha384"], SAME, None),
+    (20, ["digest:sha1"], SAME, None),
+    (64, ["digest:SHA2-512", "digest-size:64"], SAME, None),
+    (28, [], SAME, None),  # no digest: the bytes as given
+    (48, ["digest-size:48"], SAME, None),
+    (32, ["digest:sha256", "properties:provider=default"], SAME, None),
+    # Both read properties with a digest set in the same call only; -pkeyopt sets one at a time.
+    (32, ["digest:sha256", "properties:provider=nowhere"], SAME, None),
+    (32, ["kat:0"], SAME, None),
+    (32, ["digest:sha3-256"], REFUSED, "digest SHA3-256 for ECDSA signatures"),
+    (16, [], REFUSED, "ECDSA input is 16 bytes; it must be a SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 digest"),
+    (36, ["digest:md5-sha1"], REFUSED, "digest MD5-SHA1 is not one ECDSA signs with"),
+    (32, ["kat:1"], REFUSED, "ECDSA known-answer test mode (kat 1)"),
+    (32, ["digest:foo"], BOTH_FAIL, "digest 'foo' could not be fetched"),
+    (20, ["digest:sha256"], BOTH_FAIL, "ECDSA input is 20 bytes"),
+    (32, ["digest-size:20"], BOTH_FAIL, "input is 32 bytes, not the digest size set (20)"),
+    (32, ["nonce-type:1"], BOTH_FAIL, "command not supported"),
+]
+
+
+@pytest.mark.parametrize("length,opts,outcome,text", EC_PKEYUTL_SIGN_CASES, ids=case_id)
+def test_ec_pkeyutl_sign(ossl, ec_keys, length, opts, outcome, text):
+    tbs = ossl.path("parity_ec.tbs")
+    Path(tbs).write_bytes(os.urandom(length))
+    out = ossl.path("parity_ec.sig")
+    both(ossl, ec_keys, lambda key: ("pkeyutl", "-sign", "-inkey", key, *sigopts("-pkeyopt", opts), "-in", tbs,
+                                     "-out", out), outcome, text)
+    if outcome == SAME:
+        verified = ossl.plain("pkeyutl", "-verify", "-pubin", "-inkey", ec_keys["fake_pub"],
+                              *sigopts("-pkeyopt", [o for o in opts if not o.startswith("properties")]),
+                              "-in", tbs, "-sigfile", out)
+        assert b"Signature Verified Successfully" in verified.stdout
+
+
+EC_SIGN_PROBES = [
+    ("sign", "SHA256"),
+    ("sign", "-"),  # the key's default digest
+    ("sign", "sha384"),
+    ("sign", "SHA1"),
+    ("sign", "SHA2-224", "kat:0"),
+    ("sign", "sha512"),
+    ("prehash",),
+    ("prehash", "digest:sha384"),
+    ("prehash", "digest:sha256", "digest-size:32"),
+    ("prehash", "digest-size:48"),
+    ("prehash", "digest:SHA1", "properties:provider=default"),
+    ("prehash", "kat:0"),
+]
+
+
+@pytest.mark.parametrize("args", EC_SIGN_PROBES, ids=case_id)
+def test_ecdsa_parameters_are_answered_as_the_default_provider_answers_them(ossl, ec_keys, probe, args):
+    """digest, digest-size and algorithm-id (what X509_sign embeds) read back the same, for
+    a digest-sign and for a pre-hashed sign."""
+    mode, rest = args[0], args[1:]
+    default = probe_run(ossl, probe, mode, ec_keys["soft"], *rest, plain=True)
+    ours = probe_run(ossl, probe, mode, ec_keys["fake"], *rest)
+    assert default.returncode == 0 and ours.returncode == 0, default.stdout + ours.stdout
+    assert probe_lines(ours) == probe_lines(default), f"default:\n{default.stdout}\nours:\n{ours.stdout}"
+
+
+EC_KEY_NAMES = ["bits", "security-bits", "max-size", "default-digest", "group", "encoded-pub-key", "pub", "qx", "qy",
+                "encoding", "point-format", "field-type", "p", "a", "b", "order", "cofactor", "generator", "seed",
+                "decoded-from-explicit", "use-cofactor-flag", "include-public", "mandatory-digest"]
+
+
+def test_ec_public_key_parameters_are_the_default_providers(ossl, ec_keys, probe):
+    ours = probe_run(ossl, probe, "key", ec_keys["fake"], *EC_KEY_NAMES)
+    default = probe_run(ossl, probe, "key", ec_keys["fake_pub"], *EC_KEY_NAMES, plain=True)
+    assert probe_lines(ours) == probe_lines(default), f"default:\n{default.stdout}\nours:\n{ours.stdout}"
+    for line in ("bits: 256", "security-bits: 128", "max-size: 72", "default-digest: SHA256", "group: prime256v1",
+                 "point-format: uncompressed", "encoding: named_curve"):
+        assert line in ours.stdout.splitlines(), ours.stdout
+    assert f"encoded-pub-key: {own_point(ossl, ec_keys['fake_pub'])}" in ours.stdout, ours.stdout
+
+
+def own_point(ossl, path: str) -> str:
+    """The uncompressed P-256 point of a public key file: the last 65 bytes of its SPKI."""
+    return ossl.plain("pkey", "-pubin", "-in", path, "-outform", "DER").stdout[-65:].hex()
+
+
+@pytest.mark.parametrize("setting,outcome,text", [
+    ("point-format:uncompressed", SAME, None),
+    ("encoding:named_curve", SAME, None),
+    ("use-cofactor-flag:0", SAME, None),
+    ("use-cofactor-flag:-1", SAME, None),
+    ("include-public:1", SAME, None),
+    ("group-check:named-nist", SAME, None),
+    ("encoded-pub-key:<own>", SAME, None),
+    ("point-format:compressed", REFUSED, "EC point format 'compressed': the HSMs hand out uncompressed points"),
+    ("point-format:hybrid", REFUSED, "EC point format 'hybrid'"),
+    ("encoding:explicit", REFUSED, "EC parameter encoding 'explicit': keys of the HSMs name their curve"),
+    ("use-cofactor-flag:1", REFUSED, "use-cofactor-flag 1: cofactor ECDH is for key exchange"),
+    ("include-public:0", REFUSED, "include-public 0 shapes how the private key is encoded"),
+    ("hexseed:00", REFUSED, "EC parameter 'seed' describes an explicit curve"),
+    ("encoded-pub-key:<other>", REFUSED, "encoded-pub-key: the public half of an HSM key is the HSMs'"),
+    ("point-format:foo", BOTH_FAIL, "EC point format 'foo' is unknown (uncompressed, compressed or hybrid)"),
+    ("encoding:foo", BOTH_FAIL, "EC parameter encoding 'foo' is unknown"),
+    ("use-cofactor-flag:2", BOTH_FAIL, "use-cofactor-flag 2 is invalid"),
+    ("group-check:foo", BOTH_FAIL, "EC group check type 'foo' is unknown"),
+], ids=case_id)
+def test_ec_key_settings(ossl, ec_keys, probe, setting, outcome, text):
+    """EVP_PKEY_set_params on the key: what leaves a key of ours as it is is taken and reads
+    back as the default provider's does; what would change it is refused by name."""
+    name = setting.split(":")[0]
+    # Bytes go in as hex, which OSSL_PARAM_allocate_from_text reads from a "hex" prefix.
+    if setting == "encoded-pub-key:<own>":
+        soft_setting, fake_setting = (f"hex{name}:{own_point(ossl, ec_keys[k])}" for k in ("soft_pub", "fake_pub"))
+    elif setting == "encoded-pub-key:<other>":
+        soft_setting, fake_setting = (f"hex{name}:{own_point(ossl, ec_keys[k])}" for k in ("fake_pub", "soft_pub"))
+    else:
+        soft_setting = fake_setting = setting
+    default = probe_run(ossl, probe, "setkey", ec_keys["soft"], soft_setting, plain=True)
+    ours = probe_run(ossl, probe, "setkey", ec_keys["fake"], fake_setting)
+    if outcome == BOTH_FAIL:
+        assert f"{soft_setting}: FAILED" in default.stdout or "not settable" in default.stdout, default.stdout
+    else:
+        assert f"set {soft_setting}: ok" in default.stdout, default.stdout
+    if outcome == SAME:
+        assert f"set {fake_setting}: ok" in ours.stdout, ours.stdout
+        if name == "encoded-pub-key":
+            assert f"{name}: {own_point(ossl, ec_keys['fake_pub'])}" in ours.stdout.splitlines(), ours.stdout
+        else:
+            answered = [line for line in probe_lines(default) if line.startswith(f"{name}:")]
+            assert answered == [line for line in probe_lines(ours) if line.startswith(f"{name}:")], ours.stdout
+    else:
+        assert f"{fake_setting}: FAILED" in ours.stdout and text in ours.stdout, ours.stdout
+
+
+@pytest.mark.parametrize("args,outcome,text", [
+    ([], SAME, None),
+    (["-conv_form", "uncompressed"], SAME, None),
+    (["-param_enc", "named_curve"], SAME, None),
+    (["-conv_form", "compressed"], REFUSED, "EC point format 'compressed'"),
+    (["-param_enc", "explicit"], REFUSED, "EC parameter encoding 'explicit'"),
+], ids=case_id)
+def test_ec_command_writes_the_public_key_as_the_default_provider_does(ossl, ec_keys, args, outcome, text):
+    out = ossl.path("parity_ec_out.pub")
+    ours = ossl.run("ec", "-in", ec_keys["fake"], *args, "-pubout", "-out", out, check=False)
+    default = ossl.plain("ec", "-in", ec_keys["soft"], *args, "-pubout", check=False)
+    assert default.returncode == 0, text_of(default)
+    if outcome == SAME:
+        assert ours.returncode == 0, text_of(ours)
+        assert Path(out).read_bytes() == Path(ec_keys["fake_pub"]).read_bytes()
+    else:
+        assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
+
+
+EC_GEN_CASES = [
+    (["ec_paramgen_curve:P-256"], SAME, None),
+    (["ec_paramgen_curve:prime256v1"], SAME, None),
+    (["ec_paramgen_curve:secp384r1"], SAME, None),
+    (["group:P-521"], SAME, None),
+    (["ec_paramgen_curve:P-256", "ec_param_enc:named_curve"], SAME, None),
+    (["group:P-384", "encoding:named_curve", "point-format:uncompressed"], SAME, None),
+    (["ec_paramgen_curve:P-256", "use-cofactor-flag:0"], SAME, None),
+    (["ec_paramgen_curve:P-256", "use-cofactor-flag:-1"], SAME, None),
+    (["ec_paramgen_curve:P-256", "ec_param_enc:explicit"], REFUSED, "EC parameter encoding 'explicit'"),
+    (["ec_paramgen_curve:P-256", "point-format:compressed"], REFUSED, "EC point format 'compressed'"),
+    (["ec_paramgen_curve:P-256", "point-format:hybrid"], REFUSED, "EC point format 'hybrid'"),
+    (["ec_paramgen_curve:P-256", "use-cofactor-flag:1"], REFUSED, "use-cofactor-flag 1"),
+    (["ec_paramgen_curve:secp256k1"], REFUSED, "EC curve secp256k1: the HSMs make EC keys on P-256 (prime256v1)"),
+    (["ec_paramgen_curve:P-256", "point-format:foo"], BOTH_FAIL, "EC point format 'foo' is unknown"),
+    (["ec_paramgen_curve:P-256", "encoding:foo"], BOTH_FAIL, "EC parameter encoding 'foo' is unknown"),
+    (["ec_paramgen_curve:no-such-curve"], BOTH_FAIL, "EC curve 'no-such-curve' is unknown to OpenSSL"),
+    (["field-type:prime-field"], BOTH_FAIL, "EC parameter 'field-type' describes an explicit curve"),
+    (["ec_paramgen_curve:P-256", "ec_point_format:compressed"], BOTH_FAIL, "command not supported"),
+    (["ec_paramgen_curve:P-256", "group-check:named"], BOTH_FAIL, "command not supported"),
+    (["ec_paramgen_curve:P-256", "digest:sha256"], BOTH_FAIL, "command not supported"),
+]
+
+
+def public_key_shape(ossl, key: str, run) -> str:
+    """`pkey -text` of the public half, as plain OpenSSL shows it, with the point's bytes
+    blanked: curve, size, point format and length, no key material."""
+    pub = ossl.path("parity_shape.pub")
+    run("pkey", "-in", key, "-pubout", "-out", pub)
+    text = ossl.plain("pkey", "-pubin", "-in", pub, "-text", "-noout").stdout.decode()
+    return re.sub(r"[0-9a-f]{2}", "xx", text)
+
+
+@pytest.mark.parametrize("opts,outcome,text", EC_GEN_CASES, ids=case_id)
+def test_ec_genpkey(cluster, ossl, opts, outcome, text):
+    soft, out = genpkey_both(ossl, "EC", opts, outcome, text, ours_args=HSM)
+    if outcome == SAME:
+        assert public_key_shape(ossl, out, ossl.run) == public_key_shape(ossl, soft, ossl.plain)
+
+
+@pytest.mark.parametrize("args,outcome,text", [
+    (["-name", "prime256v1"], SAME, None),
+    (["-name", "secp384r1", "-conv_form", "uncompressed", "-param_enc", "named_curve"], SAME, None),
+    (["-name", "prime256v1", "-conv_form", "compressed"], REFUSED, "EC point format 'compressed'"),
+    (["-name", "prime256v1", "-param_enc", "explicit"], REFUSED, "EC parameter encoding 'explicit'"),
+], ids=case_id)
+def test_ecparam_genkey(cluster, ossl, args, outcome, text):
+    out = ossl.path("parity_ecparam.key")
+    if os.path.exists(out):
+        os.remove(out)
+    default = ossl.plain("ecparam", "-genkey", *args, "-noout", "-out", ossl.path("parity_ecparam_soft.key"),
+                         check=False)
+    ours = ossl.run("ecparam", *HSM, "-genkey", *args, "-noout", "-out", out, check=False)
+    assert default.returncode == 0, text_of(default)
+    if outcome == SAME:
+        assert ours.returncode == 0, text_of(ours)
+        assert public_key_shape(ossl, out, ossl.run) == public_key_shape(
+            ossl, ossl.path("parity_ecparam_soft.key"), ossl.plain)
+    else:
+        assert ours.returncode != 0 and text in text_of(ours), text_of(ours)
+        assert not os.path.exists(out) or "CLOUDHSM KEY REFERENCE" not in Path(out).read_text()

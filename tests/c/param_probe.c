@@ -6,6 +6,9 @@
  * usage: param_probe key KEY NAME...            key parameters (EVP_PKEY_get_params), each read as
  *                                              an int, a string, bytes or a number by its name
  *        param_probe sign KEY DIGEST|- OPT...    digest-sign init, options, then get params
+ *        param_probe prehash KEY OPT...          sign init (pre-hashed input), options, then get params
+ *        param_probe setkey KEY NAME:VALUE...    key parameters set one at a time (EVP_PKEY_set_params,
+ *                                              typed by the key's settable table), then read back
  *        param_probe decrypt KEY OPT...          decrypt init, options, then get params
  * KEY is a private key file (a fake PEM with the provider) or, for `key`, a public key.
  * Each line is "name: value" or "name: FAILED" followed by the error queue. */
@@ -117,6 +120,15 @@ static int key_params(EVP_PKEY *key, int argc, char **argv) {
     return 0;
 }
 
+static void print_signature_params(EVP_PKEY_CTX *ctx) {
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_PAD_MODE, OSSL_PARAM_UTF8_STRING);
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_DIGEST, OSSL_PARAM_UTF8_STRING);
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_MGF1_DIGEST, OSSL_PARAM_UTF8_STRING);
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_PSS_SALTLEN, OSSL_PARAM_UTF8_STRING);
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_ALGORITHM_ID, OSSL_PARAM_OCTET_STRING);
+    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_DIGEST_SIZE, OSSL_PARAM_UNSIGNED_INTEGER);
+}
+
 static int sign_params(EVP_PKEY *key, const char *digest, int argc, char **argv) {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *ctx = NULL;
@@ -125,13 +137,49 @@ static int sign_params(EVP_PKEY *key, const char *digest, int argc, char **argv)
         return 1;
     }
     if (!set_options(ctx, argc, argv)) return 1;
-    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_PAD_MODE, OSSL_PARAM_UTF8_STRING);
-    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_DIGEST, OSSL_PARAM_UTF8_STRING);
-    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_MGF1_DIGEST, OSSL_PARAM_UTF8_STRING);
-    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_PSS_SALTLEN, OSSL_PARAM_UTF8_STRING);
-    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_ALGORITHM_ID, OSSL_PARAM_OCTET_STRING);
-    print_operation_param(ctx, OSSL_SIGNATURE_PARAM_DIGEST_SIZE, OSSL_PARAM_UNSIGNED_INTEGER);
+    print_signature_params(ctx);
     EVP_MD_CTX_free(md);
+    return 0;
+}
+
+static int prehash_params(EVP_PKEY *key, int argc, char **argv) {
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+    if (ctx == NULL || EVP_PKEY_sign_init(ctx) != 1) {
+        failed("init");
+        return 1;
+    }
+    if (!set_options(ctx, argc, argv)) return 1;
+    print_signature_params(ctx);
+    EVP_PKEY_CTX_free(ctx);
+    return 0;
+}
+
+/* Each NAME:VALUE on its own, as the key's settable table types it (as
+ * OSSL_PARAM_allocate_from_text does for -pkeyopt), then the named parameter read back. */
+static int set_key_params(EVP_PKEY *key, int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        char name[256];
+        const char *colon = strchr(argv[i], ':');
+        if (colon == NULL || (size_t)(colon - argv[i]) >= sizeof(name)) return 2;
+        memcpy(name, argv[i], colon - argv[i]);
+        name[colon - argv[i]] = 0;
+        OSSL_PARAM params[2] = {OSSL_PARAM_END, OSSL_PARAM_END};
+        int found = 0;
+        if (!OSSL_PARAM_allocate_from_text(&params[0], EVP_PKEY_settable_params(key), name, colon + 1,
+                                           strlen(colon + 1), &found)) {
+            printf("set %s: not settable (%s)\n", argv[i], found ? "bad value" : "unknown name");
+            continue;
+        }
+        if (EVP_PKEY_set_params(key, params) == 1) {
+            printf("set %s: ok\n", argv[i]);
+            /* "hexNAME" sets NAME from hex digits */
+            char *args[] = {strncmp(name, "hex", 3) == 0 ? name + 3 : name};
+            key_params(key, 1, args);
+        } else {
+            failed(argv[i]);
+        }
+        OPENSSL_free(params[0].data);
+    }
     return 0;
 }
 
@@ -153,7 +201,7 @@ static int decrypt_params(EVP_PKEY *key, int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s key|sign|decrypt KEY ...\n", argv[0]);
+        fprintf(stderr, "usage: %s key|sign|prehash|setkey|decrypt KEY ...\n", argv[0]);
         return 2;
     }
     OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
@@ -177,6 +225,8 @@ int main(int argc, char **argv) {
     int rc;
     if (strcmp(argv[1], "key") == 0) rc = key_params(key, argc - 3, argv + 3);
     else if (strcmp(argv[1], "sign") == 0 && argc >= 4) rc = sign_params(key, argv[3], argc - 4, argv + 4);
+    else if (strcmp(argv[1], "prehash") == 0) rc = prehash_params(key, argc - 3, argv + 3);
+    else if (strcmp(argv[1], "setkey") == 0) rc = set_key_params(key, argc - 3, argv + 3);
     else if (strcmp(argv[1], "decrypt") == 0) rc = decrypt_params(key, argc - 3, argv + 3);
     else rc = 2;
     EVP_PKEY_free(key);

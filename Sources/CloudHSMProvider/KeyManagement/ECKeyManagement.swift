@@ -108,6 +108,92 @@ enum ECKeyType: ProviderKeyType {
     }()
 }
 
+/// The EC settings that say how a key is written or used rather than which key it is, with
+/// the default provider's words (ec_kmgmt.c, ec_backend.c). Keys of the HSMs are on named
+/// curves, hand out uncompressed points and do no key exchange: a setting that says so is
+/// taken (it changes nothing), one that asks for something else is refused by name, and a
+/// word OpenSSL does not know is reported as unknown, as the default provider rejects it.
+enum ECSettings {
+    static func checkEncoding(_ encoding: String) throws {
+        switch encoding.lowercased() {
+        case "named_curve": return
+        case "explicit":
+            throw ProviderError(
+                .unsupported,
+                "EC parameter encoding 'explicit': keys of the HSMs name their curve (named_curve)")
+        default:
+            throw ProviderError(
+                .invalidInput, "EC parameter encoding '\(encoding)' is unknown (named_curve or explicit)")
+        }
+    }
+
+    static func checkPointFormat(_ format: String) throws {
+        switch format.lowercased() {
+        case "uncompressed": return
+        case "compressed", "hybrid":
+            throw ProviderError(.unsupported, "EC point format '\(format)': the HSMs hand out uncompressed points")
+        default:
+            throw ProviderError(
+                .invalidInput, "EC point format '\(format)' is unknown (uncompressed, compressed or hybrid)")
+        }
+    }
+
+    /// -1 (the curve's default) and 0 say the same for P-256, P-384 and P-521 (cofactor 1).
+    static func checkCofactorFlag(_ mode: Int) throws {
+        switch mode {
+        case -1, 0: return
+        case 1:
+            throw ProviderError(
+                .unsupported,
+                "use-cofactor-flag 1: cofactor ECDH is for key exchange, which HSM keys do not do (and P-256, "
+                    + "P-384 and P-521 have cofactor 1)")
+        default:
+            throw ProviderError(.invalidInput, "use-cofactor-flag \(mode) is invalid (-1, 0 or 1)")
+        }
+    }
+
+    /// Every check holds for the HSMs' curves, which are named NIST curves.
+    static func checkGroupCheck(_ check: String) throws {
+        guard ["default", "named", "named-nist"].contains(check.lowercased()) else {
+            throw ProviderError(
+                .invalidInput, "EC group check type '\(check)' is unknown (default, named or named-nist)")
+        }
+    }
+
+    static func explicitCurve(_ name: StaticString) -> ProviderError {
+        ProviderError(
+            .unsupported,
+            "EC parameter '\(name)' describes an explicit curve: the HSMs make keys on P-256, P-384 or P-521, named "
+                + "by 'group'")
+    }
+
+    /// Key parameters set on a key of ours (EVP_PKEY_set_params, `openssl ec -conv_form`):
+    /// each as the default provider takes it, as long as the key stays what it is. Names
+    /// outside the settable table are passed over, as the default provider passes them.
+    /// `point` is the key's encoded public point, nil for parameters alone.
+    static func checkKeySettings(_ params: ParamReader, point: [UInt8]?, key what: String) throws {
+        do {
+            if let encoding = try params.string("encoding") { try checkEncoding(encoding) }
+            if let format = try params.string("point-format") { try checkPointFormat(format) }
+            if let mode = try params.int("use-cofactor-flag") { try checkCofactorFlag(mode) }
+            if let check = try params.string("group-check") { try checkGroupCheck(check) }
+            if let include = try params.int("include-public"), include == 0 {
+                throw ProviderError(
+                    .unsupported,
+                    "include-public 0 shapes how the private key is encoded, and the private half of an HSM key is "
+                        + "never encoded")
+            }
+            if params.contains("seed") { throw explicitCurve("seed") }
+            if let encoded = try params.octets("encoded-pub-key"), encoded != point {
+                throw ProviderError(
+                    .unsupported, "encoded-pub-key: the public half of an HSM key is the HSMs' and does not change")
+            }
+        } catch let error as ProviderError {
+            throw ProviderError(error.reason, "\(error.message) (setting a parameter of \(what))")
+        }
+    }
+}
+
 /// EC key generation in the HSMs: a named curve the HSMs hold, its points uncompressed.
 /// Every other setting the default provider takes is taken when it changes nothing about
 /// such a key, and refused by name otherwise.
@@ -116,31 +202,13 @@ final class ECKeyGeneration: KeyGeneration {
 
     func apply(_ params: ParamReader) throws {
         if let name = try params.string("group") { curve = try Self.curve(named: name) }
-        if let encoding = try params.string("encoding"), encoding != "named_curve" {
-            throw ProviderError(
-                .unsupported,
-                "EC parameter encoding '\(encoding)': keys made in the HSMs name their curve (named_curve)")
-        }
-        if let format = try params.string("point-format"), format != "uncompressed" {
-            throw ProviderError(
-                .unsupported, "EC point format '\(format)': the HSMs hand out uncompressed points")
-        }
-        if let mode = try params.int("use-cofactor-flag"), mode > 0 {
-            throw ProviderError(
-                .unsupported,
-                "use-cofactor-flag \(mode): cofactor ECDH is for key exchange, which HSM keys do not do (and P-256, "
-                    + "P-384 and P-521 have cofactor 1)")
-        }
-        if let check = try params.string("group-check"), !["default", "named", "named-nist"].contains(check) {
-            throw ProviderError(
-                .invalidInput, "EC group check type '\(check)' is unknown (default, named or named-nist)")
-        }
+        if let encoding = try params.string("encoding") { try ECSettings.checkEncoding(encoding) }
+        if let format = try params.string("point-format") { try ECSettings.checkPointFormat(format) }
+        if let mode = try params.int("use-cofactor-flag") { try ECSettings.checkCofactorFlag(mode) }
+        if let check = try params.string("group-check") { try ECSettings.checkGroupCheck(check) }
         for name: StaticString in ["field-type", "p", "a", "b", "generator", "order", "cofactor", "seed"]
         where params.contains(name) {
-            throw ProviderError(
-                .unsupported,
-                "EC parameter '\(name)' describes an explicit curve: the HSMs make keys on P-256, P-384 or P-521, "
-                    + "named by 'group'")
+            throw ECSettings.explicitCurve(name)
         }
     }
 
@@ -218,6 +286,8 @@ private let ecGettable = paramTable([
     ("seed", OSSL_PARAM_OCTET_STRING), ("pub", OSSL_PARAM_OCTET_STRING), ("qx", OSSL_PARAM_UNSIGNED_INTEGER),
     ("qy", OSSL_PARAM_UNSIGNED_INTEGER), ("priv", OSSL_PARAM_UNSIGNED_INTEGER),
     ("use-cofactor-flag", OSSL_PARAM_INTEGER), ("include-public", OSSL_PARAM_INTEGER),
+    ("m", OSSL_PARAM_INTEGER), ("basis-type", OSSL_PARAM_UTF8_STRING), ("tp", OSSL_PARAM_INTEGER),
+    ("k1", OSSL_PARAM_INTEGER), ("k2", OSSL_PARAM_INTEGER), ("k3", OSSL_PARAM_INTEGER),
 ])
 
 private func ecGettableParams(_ provider: UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>? {
@@ -225,9 +295,10 @@ private func ecGettableParams(_ provider: UnsafeMutableRawPointer?) -> UnsafePoi
 }
 
 /// The default provider's settable table. A key of ours never changes (it is shared by
-/// duplicates, and an HSM key's public half is the HSMs'), so setting anything on it is
-/// refused by name; only a parameters-only key takes a point and becomes a public key
-/// (EVP_PKEY_set1_encoded_public_key on a key made by parameter generation).
+/// duplicates, and an HSM key's public half is the HSMs'): a setting that leaves it as it
+/// is is taken, any other refused by name (ECSettings); only a parameters-only key takes a
+/// point and becomes a public key (EVP_PKEY_set1_encoded_public_key on a key made by
+/// parameter generation).
 private let ecSettable = paramTable([
     ("use-cofactor-flag", OSSL_PARAM_INTEGER), ("encoded-pub-key", OSSL_PARAM_OCTET_STRING),
     ("encoding", OSSL_PARAM_UTF8_STRING), ("point-format", OSSL_PARAM_UTF8_STRING),
@@ -243,7 +314,6 @@ private func ecSetParams(_ keydata: UnsafeMutableRawPointer?, _ params: UnsafePo
     reportingStatus("setting EC key parameters") {
         let holder = try provided(keydata, as: KeyHolder.self)
         let reader = ParamReader(params)
-        guard let first = reader.keys.first else { return }
         if holder.key == nil, holder.deferred == nil, let parameters = holder.parameters,
             let point = try reader.octets("encoded-pub-key"), reader.keys.count == 1
         {
@@ -257,10 +327,7 @@ private func ecSetParams(_ keydata: UnsafeMutableRawPointer?, _ params: UnsafePo
             return
         }
         let what = holder.key?.reference.map { "EC key handle \($0.handle)" } ?? "an EC key of the CloudHSM provider"
-        throw ProviderError(
-            .unsupported,
-            "EC key parameter '\(first)' cannot be set on \(what): its keys do not change once made (the public "
-                + "half of an HSM key is the HSMs')")
+        try ECSettings.checkKeySettings(reader, point: holder.key.map { $0.octets("pub") }, key: what)
     }
 }
 

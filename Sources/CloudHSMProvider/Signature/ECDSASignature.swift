@@ -57,10 +57,10 @@ struct ECDSASignatureScheme: SignatureScheme {
         digestSize = size
     }
 
-    /// `digest` as the default provider answers it (the digest's own name, "SHA2-256"),
-    /// and `digest-size`.
+    /// `digest` as the default provider answers it (the digest's own name, "SHA2-256", and
+    /// an empty name before one is set), and `digest-size`.
     func answer(_ writer: ParamWriter, digest: HSMDigest?) throws {
-        if let digest { try writer.set("digest", string: digest.name.description) }
+        try writer.set("digest", string: digest?.name.description ?? "")
         if writer.isRequested("digest-size") {
             try writer.set("digest-size", unsigned: UInt64(digestSize ?? digest?.length ?? 0))
         }

@@ -180,8 +180,9 @@ struct RSASignatureScheme: SignatureScheme {
 
     func answer(_ writer: ParamWriter, digest: HSMDigest?) throws {
         try padding.write(writer)
-        if let digest { try writer.set("digest", string: digest.spelling) }
-        if let mgf1 = mgf1Digest ?? digest { try writer.set("mgf1-digest", string: mgf1.spelling) }
+        // Before a digest is set the default provider answers empty names (rsa_sig.c's mdname).
+        try writer.set("digest", string: digest?.spelling ?? "")
+        try writer.set("mgf1-digest", string: (mgf1Digest ?? digest)?.spelling ?? "")
         try saltLength.write(writer)
     }
 
