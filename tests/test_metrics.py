@@ -451,7 +451,10 @@ def test_replication_is_reported_per_peer_and_a_dead_peer_shows(cluster):
 # ---------------------------------------------------------------------------- cluster.sh status
 
 
-def test_status_prints_each_nodes_counts_from_its_metrics(cluster):
+def test_status_prints_each_nodes_counts_from_its_metrics(cluster, rsa_key):
+    for n in range(NODES):
+        out = cluster.kmu_on(n, [f"sign -f {message_file(cluster)} -k {rsa_key} -m 1 -out status_{n}.sig"])
+        assert "Cfm3Sign returned: 0x00" in out, out
     for command in (["scripts/cluster.sh", "status"], ["make", "-s", "status"]):
         env = dict(os.environ, CLUSTER_DIR=str(cluster.dir), CLUSTER_PORTS=" ".join(map(str, cluster.ports)))
         out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60).stdout
