@@ -53,8 +53,11 @@ public struct WireWriter: Sendable {
     }
 
     private mutating func writeBigEndian(_ value: UInt64, width: Int) {
-        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) {
+        // A plain loop: the stride iterator costs a generic call per byte in debug builds.
+        var shift = (width - 1) * 8
+        while shift >= 0 {
             bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
+            shift -= 8
         }
     }
 }

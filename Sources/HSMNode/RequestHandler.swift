@@ -74,7 +74,7 @@ public final class RequestHandler: @unchecked Sendable {
         if let operation {
             metrics.recordOperation(
                 operation, succeeded: response.code.isSuccess,
-                duration: .nanoseconds(Int64(clamping: monotonicNanoseconds() &- started)))
+                duration: Self.duration(nanoseconds: monotonicNanoseconds() &- started))
         }
         if response.code == .throttled { metrics.recordThrottled(.cryptoQueue) }
         if case .login = request {
@@ -84,6 +84,13 @@ public final class RequestHandler: @unchecked Sendable {
             default: metrics.recordLogin(.failure)
             }
         }
+    }
+
+    /// `elapsed` as a Duration, without generic integer conversions on every request.
+    private static func duration(nanoseconds elapsed: UInt64) -> Duration {
+        Duration(
+            secondsComponent: Int64(elapsed / 1_000_000_000),
+            attosecondsComponent: Int64(elapsed % 1_000_000_000) * 1_000_000_000)
     }
 
     /// The response frame, or why the frame is not a valid request.

@@ -209,24 +209,25 @@ public final class TLSConnection {
         guard !isClosed else { throw TLSError.closed }
         let chunk = 16 * 1024
         var remaining = count
-        while remaining > 0 {
-            let start = buffer.count
-            let wanted = min(remaining, chunk)
-            buffer.append(contentsOf: repeatElement(0, count: wanted))
-            let got: Int32
-            do {
-                got = try perform(until: deadline) {
-                    buffer.withUnsafeMutableBytes { raw in SSL_read(ssl, raw.baseAddress! + start, Int32(wanted)) }
+        // Each read lands in scratch space and is appended as one contiguous copy, instead
+        // of growing the array with `repeatElement` first and trimming it after: that went
+        // through the generic `append(contentsOf:)` an element at a time where the caller
+        // is not specialized (the debug builds the tests run).
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: min(count, chunk)) { scratch in
+            while remaining > 0 {
+                let wanted = min(remaining, scratch.count)
+                let got: Int32
+                do {
+                    got = try perform(until: deadline) { SSL_read(ssl, scratch.baseAddress!, Int32(wanted)) }
+                } catch {
+                    if case TLSError.closed = error, remaining < count {
+                        throw TLSError.io("connection closed in the middle of a message")
+                    }
+                    throw error
                 }
-            } catch {
-                buffer.removeLast(wanted)
-                if case TLSError.closed = error, remaining < count {
-                    throw TLSError.io("connection closed in the middle of a message")
-                }
-                throw error
+                buffer.append(contentsOf: UnsafeBufferPointer(start: scratch.baseAddress, count: Int(got)))
+                remaining -= Int(got)
             }
-            buffer.removeLast(wanted - Int(got))
-            remaining -= Int(got)
         }
     }
 
