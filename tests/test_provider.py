@@ -139,6 +139,32 @@ def test_genrsa_with_provider_flags_and_as_the_only_provider(cluster, ossl, prov
     assert "(3072 bit)" in text, text
 
 
+# The forms of `openssl pkey` that ask for the public key alone (EVP_PKEY_print_public).
+PUBLIC_TEXT_FORMS = [("-pubout", "-text"), ("-pubout", "-text", "-noout"), ("-text_pub", "-noout")]
+
+
+def assert_public_text_is_the_default_providers(ossl, fake: str, form: tuple[str, ...]):
+    """`pkey -in FAKE <form>` prints what the default provider alone prints for the public
+    key inside the fake PEM, byte for byte, and no word of the key reference."""
+    seq = der_read(pem_body(Path(fake).read_text(), "CLOUDHSM KEY REFERENCE"))[1]
+    public = Path(fake).with_suffix(".spki.der")
+    public.write_bytes(der_children(seq)[3][2])
+    ours = ossl.run("pkey", "-in", fake, *form).stdout.decode()
+    plain = ossl.plain("pkey", "-pubin", "-inform", "DER", "-in", str(public), *form).stdout.decode()
+    assert ours == plain, f"ours:\n{ours}\ndefault provider:\n{plain}"
+    assert ours.count("Public-Key: (") == 1 and "reference" not in ours, ours
+    # The private key's text still says what the key is.
+    text = ossl.run("pkey", "-in", fake, "-text", "-noout").stdout.decode()
+    assert "private key reference: (" in text and "(the private key stays in the HSM cluster)" in text, text
+
+
+@pytest.mark.parametrize("form", PUBLIC_TEXT_FORMS, ids=" ".join)
+def test_pkey_public_text_is_the_default_providers(ossl, generated, form):
+    assert_public_text_is_the_default_providers(ossl, generated, form)
+    out = ossl.run("pkey", "-in", generated, *form).stdout.decode()
+    assert "Public-Key: (2048 bit)\nModulus:\n" in out and "Exponent: 65537 (0x10001)\n" in out, out
+
+
 def test_without_the_provider_a_fake_pem_is_no_key(ossl, generated):
     proc = ossl.plain("pkey", "-in", generated, "-noout", check=False)
     assert proc.returncode != 0

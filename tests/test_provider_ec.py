@@ -16,8 +16,10 @@ import pytest
 
 from helpers import der_children, der_read, found_keys, pem_body
 from test_provider import (  # noqa: F401  (fixtures)
+    PUBLIC_TEXT_FORMS,
     OpenSSL,
     assert_fake_pem,
+    assert_public_text_is_the_default_providers,
     c_programs,
     ossl,
     provider_module,
@@ -83,6 +85,13 @@ def test_pkey_text_says_what_the_key_is(ossl, ec_keys):
     plain = ossl.plain("pkey", "-pubin", "-in", ossl.path("ec_P-384.pub"), "-text", "-noout").stdout.decode()
     point = plain.split("pub:")[1].split("ASN1 OID")[0]
     assert point in text, text + plain
+
+
+@pytest.mark.parametrize("form", PUBLIC_TEXT_FORMS, ids=" ".join)
+def test_pkey_public_text_is_the_default_providers(ossl, ec_keys, form):
+    assert_public_text_is_the_default_providers(ossl, ec_keys["P-256"], form)
+    out = ossl.run("pkey", "-in", ec_keys["P-256"], *form).stdout.decode()
+    assert "Public-Key: (256 bit)\npub:\n    04:" in out and "ASN1 OID: prime256v1\nNIST CURVE: P-256\n" in out, out
 
 
 def test_without_the_propquery_genpkey_makes_a_software_key(cluster, ossl):

@@ -236,6 +236,15 @@ public final class EVPKey: @unchecked Sendable {
         try OwnedPKey.encodePublicKeyInfo(pointer)
     }
 
+    /// The public key as text, exactly as `openssl pkey -pubin -text` prints it: the key's
+    /// own provider writes it (EVP_PKEY_print_public with no indent), so a key in a
+    /// default-provider context reads as the default provider's.
+    public func publicText() throws -> String {
+        let bio = try OwnedMemoryBIO()
+        try checkedCall("writing the public key as text") { EVP_PKEY_print_public(bio.pointer, pointer, 0, nil) }
+        return String(decoding: bio.contents, as: UTF8.self)
+    }
+
     /// Runs OpenSSL's public key check (EVP_PKEY_public_check), as `openssl pkey
     /// -pubcheck` does; false with OpenSSL's reason left on the queue.
     public func checkPublicKey(context: CryptoContext) throws -> Bool {

@@ -35,7 +35,9 @@ final class KeyReferenceDetectionTests: XCTestCase {
         XCTAssertEqual(key.publicKeyInfo, Support.rsaKey.publicKeyInfo)
         XCTAssertEqual(key.bigNumber("n"), Support.rsaKey.modulus)
         XCTAssertEqual(key.bigNumber("e"), [1, 0, 1])
-        XCTAssertTrue(KeyReferenceEncoder.describe(key).hasPrefix("CloudHSM RSA private key reference: (2048 bit)\n"))
+        XCTAssertTrue(
+            try KeyReferenceEncoder.text(key, selection: Selection.keyPair).hasPrefix(
+                "CloudHSM RSA private key reference: (2048 bit)\n"))
     }
 
     func testAPublicOnlyKeyFromItsParametersMatchesTheReferencedOne() throws {

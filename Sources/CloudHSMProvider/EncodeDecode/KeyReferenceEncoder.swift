@@ -1,24 +1,33 @@
 // Encoders for HSM keys of every key type: the fake PEM where OpenSSL writes a private key
 // (PEM_write_bio_PrivateKey in genrsa, genpkey, pkey), and a text form for
-// `openssl pkey -text`, whose public part the key type writes. There is no
-// import_object: only our own keys are encoded here.
+// `openssl pkey -text`: for the private key, what the key is, then its public part as the
+// key type writes it; for the public key alone (`-pubout -text`, `-text_pub`), the default
+// provider's own text. There is no import_object: only our own keys are encoded here.
 
 import COpenSSL
 import CloudHSMCore
 
 enum KeyReferenceEncoder {
-    static func describe(_ key: ProviderKey) -> String {
-        var text: String
-        if let reference = key.reference {
-            text = "CloudHSM \(key.type.displayName) private key reference: (\(key.type.sizeDescription(key)))\n"
-            // Both come from the key file: no control character reaches the terminal.
-            text += "cluster: \(reference.clusterID.escapingControlCharacters)\n"
-            text += "handle: \(reference.handle)\n"
-            if let label = reference.label { text += "label: \(label.escapingControlCharacters)\n" }
-            text += "(the private key stays in the HSM cluster)\n"
-        } else {
-            text = "\(key.type.displayName) Public-Key: (\(key.type.sizeDescription(key)))\n"
+    /// What `openssl pkey -text` shows for `selection`. A selection with the private key
+    /// (EVP_PKEY_print_private: `-text`) gets what an HSM key is; one without it
+    /// (EVP_PKEY_print_public: `-pubout -text`, `-text_pub`) gets the public key exactly as
+    /// the default provider prints it, and so does a public-only key, as the default
+    /// provider prints a key without its private half.
+    static func text(_ key: ProviderKey, selection: Int32) throws -> String {
+        guard let reference = key.reference, selection & Selection.privateKey != 0 else {
+            return try key.publicKey.publicText()
         }
+        return describe(key, reference: reference)
+    }
+
+    /// An HSM key: its reference, then its public half as the key type writes it.
+    static func describe(_ key: ProviderKey, reference: KeyReference) -> String {
+        var text = "CloudHSM \(key.type.displayName) private key reference: (\(key.type.sizeDescription(key)))\n"
+        // Both come from the key file: no control character reaches the terminal.
+        text += "cluster: \(reference.clusterID.escapingControlCharacters)\n"
+        text += "handle: \(reference.handle)\n"
+        if let label = reference.label { text += "label: \(label.escapingControlCharacters)\n" }
+        text += "(the private key stays in the HSM cluster)\n"
         return text + key.type.describePublicKey(key)
     }
 
@@ -77,6 +86,7 @@ private func textEncode(
     _ passphraseArgument: UnsafeMutableRawPointer?
 ) -> Int32 {
     reportingStatus("writing a key as text") {
-        try core.write(output, Array(KeyReferenceEncoder.describe(try KeyHolder.key(keydata)).utf8))
+        let key = try KeyHolder.key(keydata)
+        try core.write(output, Array(try KeyReferenceEncoder.text(key, selection: selection).utf8))
     }
 }
