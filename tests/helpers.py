@@ -307,6 +307,21 @@ class KmuSession:
                 )
             self.lines.append(item)
 
+    def make_wrapping_key(self) -> int:
+        """The walkthrough's session AES key for importPrivateKey; its handle."""
+        self.send("genSymKey -t 31 -s 16 -sess -l wrapping_key_for_import")
+        return int(self.expect(r"^Symmetric Key Created\.  Key Handle: (\d+)$").group(1))
+
+    def import_private_key(self, file: str, label: str, wrap: int) -> int:
+        """importPrivateKey of a key file in the session's directory; the new key's handle."""
+        self.send(f"importPrivateKey -f {file} -l {label} -w {wrap}")
+        return int(self.expect(r"^Private Key Unwrapped\.  Key Handle: (\d+)$").group(1))
+
+    def write_fake_pem(self, handle: int, out: str):
+        """getCaviumPrivKey: the key's fake PEM, written to out in the session's directory."""
+        self.send(f"getCaviumPrivKey -k {handle} -out {out}")
+        self.expect(r"^getCaviumPrivKey returned: 0x00")
+
     def finish(self, lines: list[str] = (), timeout: float = TOOL_TIMEOUT) -> str:
         """Sends the last commands, closes stdin and returns the whole transcript."""
         for line in lines:

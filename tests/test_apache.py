@@ -43,10 +43,8 @@ def imported_key(cluster, tls):
     tls.plain("genrsa", "-out", tls.path("apache_existing.key"), "2048")
     s = cluster.session(env=cluster.env, cwd=tls.dir)
     try:
-        s.send("genSymKey -t 31 -s 16 -sess -l wrapping_key_for_import")
-        wrap = int(s.expect(r"^Symmetric Key Created\.  Key Handle: (\d+)$").group(1))
-        s.send(f"importPrivateKey -f apache_existing.key -l apache_imported_key -w {wrap}")
-        key = int(s.expect(r"^Private Key Unwrapped\.  Key Handle: (\d+)$").group(1))
+        wrap = s.make_wrapping_key()
+        key = s.import_private_key("apache_existing.key", "apache_imported_key", wrap)
         s.finish([f"getCaviumPrivKey -k {key} -out apache_fake_PEM.key", "exit"])
     finally:
         s.close()

@@ -32,12 +32,9 @@ def store(cluster, provider_module):  # noqa: F811
     o.plain("pkey", "-in", str(w / "store_existing.key"), "-pubout", "-out", str(w / "store_existing_pub.pem"))
     s = cluster.session()
     try:
-        s.send("genSymKey -t 31 -s 16 -sess -l wrapping_key_for_import")
-        wrap = int(s.expect(r"^Symmetric Key Created\.  Key Handle: (\d+)$").group(1))
-        s.send(f"importPrivateKey -f store_existing.key -l web_server_imported_key -w {wrap}")
-        imported = int(s.expect(r"^Private Key Unwrapped\.  Key Handle: (\d+)$").group(1))
-        s.send(f"getCaviumPrivKey -k {imported} -out store_fake_PEM.key")
-        s.expect(r"^getCaviumPrivKey returned: 0x00")
+        wrap = s.make_wrapping_key()
+        imported = s.import_private_key("store_existing.key", "web_server_imported_key", wrap)
+        s.write_fake_pem(imported, "store_fake_PEM.key")
         s.send(f"exportPubKey -k {imported} -out store_imported_pub.pem")
         s.expect(r"^Cfm3ExportPubKey returned: 0x00")
         transcript = s.finish([
