@@ -87,38 +87,14 @@ public final class RSAPrivateKey {
         try self.init(key: owned, context: context)
     }
 
-    /// Reads a key file: PEM "PRIVATE KEY" or "RSA PRIVATE KEY", or the same in DER.
+    /// Reads a key file as `PrivateKey.parse` does, and requires an RSA key.
     ///
     /// - Throws: `CryptoError.invalidKeyData` naming what the file is instead.
     public static func parse(fileContents: [UInt8], context: CryptoContext) throws -> RSAPrivateKey {
-        let marker = Array("-----BEGIN ".utf8)
-        let isPEM =
-            fileContents.count >= marker.count
-            && (0...(fileContents.count - marker.count)).contains {
-                fileContents[$0..<$0 + marker.count].elementsEqual(marker)
-            }
-        guard isPEM else { return try RSAPrivateKey(der: fileContents, context: context) }
-        let blocks = try PEMBlock.readAll(fileContents)
-        for block in blocks {
-            switch block.label {
-            case "PRIVATE KEY", "RSA PRIVATE KEY":
-                guard !block.hasHeaders else {
-                    throw CryptoError.invalidKeyData("encrypted PEM keys are not supported; decrypt the key first")
-                }
-                return try RSAPrivateKey(der: block.der, context: context)
-            case "ENCRYPTED PRIVATE KEY":
-                throw CryptoError.invalidKeyData("encrypted PKCS#8 keys are not supported; decrypt the key first")
-            case "CLOUDHSM KEY REFERENCE":
-                throw CryptoError.invalidKeyData("this is a CloudHSM key reference (fake PEM), not a private key")
-            case let label where label.hasSuffix("PRIVATE KEY"):
-                throw CryptoError.invalidKeyData("PEM block \"\(label)\" is not an RSA private key")
-            default:
-                continue
-            }
+        guard case .rsa(let key) = try PrivateKey.parse(fileContents: fileContents, context: context) else {
+            throw CryptoError.invalidKeyData("the key is not an RSA key")
         }
-        let labels = blocks.map { "\"\($0.label)\"" }.joined(separator: ", ")
-        throw CryptoError.invalidKeyData(
-            blocks.isEmpty ? "no PEM block found" : "no private key in the PEM file (found \(labels))")
+        return key
     }
 
     /// The key as DER PKCS#8 PrivateKeyInfo: plaintext secret material, only for
