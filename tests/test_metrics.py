@@ -565,18 +565,28 @@ def test_throttled_answers_are_counted_alike_by_the_pool_and_the_nodes(paced_clu
     key = fake_pem(paced_cluster, make_key(paced_cluster, "paced"), "paced.pem")
     before = [scrape(paced_cluster, n) for n in range(NODES)]
     proc = stats(paced_cluster, key, "-n", "200", "-t", "4", "--json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
-    assert report["succeeded"] == 200, report
+    # The nodes have no waiting line, so an operation can find every node busy through
+    # all of the pool's retry rounds (about half a second) while the other threads keep
+    # the slots: rare, and then it fails as "no HSM could serve", every node throttled.
+    failed = report["failed"]
+    assert report["succeeded"] + failed == 200 and failed <= 3, report
+    assert proc.returncode == (1 if failed else 0), proc.stdout + proc.stderr
+    if failed:
+        assert report["first_error"].startswith("0xe4 : "), report
+        assert report["first_error"].count("(throttled)") == NODES, report
     after = [scrape(paced_cluster, n) for n in range(NODES)]
     nodes = {node["id"]: node for node in report["nodes"]}
     throttled = 'hsmd_throttled_responses_total{reason="crypto_queue"}'
     for n in range(NODES):
         node = nodes[n]
         assert node["busy_answers"] == after[n][throttled] - before[n][throttled], (n, node)
-        # Every throttled answer sent the operation on to another node.
-        assert node["retries"] == node["busy_answers"], node
+        # Every throttled answer sent the operation on to another node, except the last
+        # answer of an operation that failed.
+        assert node["busy_answers"] - failed <= node["retries"] <= node["busy_answers"], node
         assert node["answered"] == after[n][ops("rsa_sign")] - before[n][ops("rsa_sign")], node
         assert after[n][ops("rsa_sign", "failure")] - before[n][ops("rsa_sign", "failure")] == node["busy_answers"]
         assert after[n]["hsmd_crypto_slots"] == 1 and after[n]["hsmd_crypto_queue_max"] == 0
-    assert sum(node["busy_answers"] for node in nodes.values()) > 0, nodes
+    busy = sum(node["busy_answers"] for node in nodes.values())
+    assert busy > 0, nodes
+    assert sum(node["retries"] for node in nodes.values()) == busy - failed, nodes
